@@ -1,0 +1,50 @@
+"""Composition root: builds the services and the ASGI application of one server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from iotvideo.config import Settings
+from iotvideo.openapi.gateway import Gateway, GatewayASGI
+from iotvideo.services import Services
+
+
+class Server:
+    """The ASGI app: ``/`` is the cloud API gateway, the rest is Starlette routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.gateway: GatewayASGI | None = None
+        self.web = Starlette(routes=[Route("/healthz", self.healthz)], lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.services = await Services.open(self.settings)
+        self.gateway = GatewayASGI(Gateway(self.services))
+        try:
+            yield
+        finally:
+            self.gateway = None
+            await self.services.close()
+
+    async def healthz(self, _request: Request) -> JSONResponse:
+        ready = self.gateway is not None
+        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/" and self.gateway is not None:
+            await self.gateway(scope, receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> Server:
+    return Server(settings or Settings())

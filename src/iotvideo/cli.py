@@ -1,0 +1,164 @@
+"""Command line: ``iotvideo serve`` runs the server, ``iotvideo admin …`` manages tenants and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Optional, TypeVar
+
+import typer
+
+from iotvideo.config import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="iotvideo: a self-hostable video cloud for IoT cameras.", no_args_is_help=True)
+admin = typer.Typer(help="Manage tenants and AccessKeys (works on the data directory directly).", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+
+DataDir = typer.Option(None, "--data-dir", help="Data directory [env IOTVIDEO_DATA_DIR, default ./data].")
+DbUrl = typer.Option(None, "--database-url", help="PostgreSQL URL [env IOTVIDEO_DATABASE_URL, default SQLite in the data dir].")
+
+
+def settings(data_dir: Optional[Path], database_url: Optional[str], **more: object) -> Settings:
+    given = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url, **more}.items() if v is not None}
+    return Settings(**given)  # type: ignore[arg-type]
+
+
+@app.command()
+def serve(
+    data_dir: Optional[Path] = DataDir,
+    database_url: Optional[str] = DbUrl,
+    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on [default 127.0.0.1]."),
+    http_port: Optional[int] = typer.Option(None, "--http-port", help="HTTP port of the API and console [default 8080]."),
+) -> None:
+    """Run the server until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from iotvideo.app import create_app
+    from iotvideo.logs import setup_logging
+
+    s = settings(data_dir, database_url, host=host, http_port=http_port)
+    setup_logging(s.log_level)
+    uvicorn.run(create_app(s), host=s.host, port=s.http_port, log_config=None, access_log=False,
+                loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=10)
+
+
+def _with_services(s: Settings, fn: Callable[..., Awaitable[T]]) -> T:
+    from iotvideo.services import Services
+
+    async def run() -> T:
+        services = await Services.open(s)
+        try:
+            return await fn(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
+
+
+@admin.command("create-tenant")
+def create_tenant(name: str, data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl) -> None:
+    """Create a tenant (with its default all-day template)."""
+
+    async def go(sv):  # type: ignore[no-untyped-def]
+        return await sv.tenants.create_tenant(name)
+
+    tid = _with_services(settings(data_dir, database_url), go)
+    typer.echo(json.dumps({"TenantId": tid, "Tenant": name}))
+
+
+@admin.command("create-access-key")
+def create_access_key(
+    data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+    tenant: str = typer.Option("default", "--tenant", help="Tenant name; created if missing."),
+) -> None:
+    """Create an AccessKey; prints {"AccessKeyId", "AccessKeySecret", "Tenant"} once."""
+
+    async def go(sv):  # type: ignore[no-untyped-def]
+        return await sv.tenants.create_access_key(await sv.tenants.ensure_tenant(tenant))
+
+    key_id, secret = _with_services(settings(data_dir, database_url), go)
+    typer.echo(json.dumps({"AccessKeyId": key_id, "AccessKeySecret": secret, "Tenant": tenant}))
+
+
+@admin.command("list-access-keys")
+def list_access_keys(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+                     tenant: Optional[str] = typer.Option(None, "--tenant")) -> None:
+    """List AccessKeys (secrets are never shown again), one JSON object per line."""
+
+    async def go(sv):  # type: ignore[no-untyped-def]
+        tid = await sv.tenants.tenant_id(tenant) if tenant else None
+        if tenant and tid is None:
+            raise typer.BadParameter(f"no tenant {tenant!r}")
+        return await sv.tenants.list_access_keys(tid)
+
+    for k in _with_services(settings(data_dir, database_url), go):
+        typer.echo(json.dumps({"AccessKeyId": k.id, "Tenant": k.tenant_name, "Enabled": k.enabled,
+                               "CreatedMs": k.created_ms}))
+
+
+def _set_enabled(key_id: str, enabled: bool, data_dir: Optional[Path], database_url: Optional[str]) -> None:
+    async def go(sv):  # type: ignore[no-untyped-def]
+        return await sv.tenants.set_access_key_enabled(key_id, enabled)
+
+    if not _with_services(settings(data_dir, database_url), go):
+        typer.echo(f"no access key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"AccessKeyId": key_id, "Enabled": enabled}))
+
+
+@admin.command("disable-access-key")
+def disable_access_key(key_id: str, data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl) -> None:
+    """Disable an AccessKey (calls with it fail within seconds on every node)."""
+    _set_enabled(key_id, False, data_dir, database_url)
+
+
+@admin.command("enable-access-key")
+def enable_access_key(key_id: str, data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl) -> None:
+    """Enable a disabled AccessKey again."""
+    _set_enabled(key_id, True, data_dir, database_url)
+
+
+@admin.command("list-tenants")
+def list_tenants(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl) -> None:
+    """List tenants, one JSON object per line."""
+
+    async def go(sv):  # type: ignore[no-untyped-def]
+        return await sv.tenants.list_tenants()
+
+    for tid, name in _with_services(settings(data_dir, database_url), go):
+        typer.echo(json.dumps({"TenantId": tid, "Tenant": name}))
+
+
+@app.command()
+def demo(
+    data_dir: Optional[Path] = DataDir,
+    host: Optional[str] = typer.Option(None, "--host"),
+    http_port: Optional[int] = typer.Option(None, "--http-port"),
+) -> None:
+    """Create a demo tenant, AccessKey, product and device (once), print them, and serve."""
+    from iotvideo.demo import prepare_demo
+
+    s = settings(data_dir, None, host=host, http_port=http_port)
+    info = _with_services(s, lambda sv: prepare_demo(sv, s.data_dir))
+    endpoint = f"{s.host}:{s.http_port}"
+    typer.echo("iotvideo demo is starting:")
+    typer.echo(f"  API endpoint    http://{endpoint}/   (Alibaba Cloud SDKs: endpoint='{endpoint}', protocol='http')")
+    typer.echo(f"  AccessKeyId     {info['AccessKeyId']}")
+    typer.echo(f"  AccessKeySecret {info['AccessKeySecret']}")
+    typer.echo(f"  Device          ProductKey={info['ProductKey']} DeviceName={info['DeviceName']} IotId={info['IotId']}")
+    typer.echo(f"  (saved in {s.data_dir / 'demo.json'}; stop with Ctrl-C)")
+    serve(data_dir=s.data_dir, database_url=None, host=s.host, http_port=s.http_port)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Server settings, read once from options, environment (IOTVIDEO_*) and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable about one server process (see docs/operations.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="IOTVIDEO_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Holds the SQLite file, the master key and objects.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite+aiosqlite in data_dir.")
+    master_key: str | None = Field(default=None, description="Base64 32-byte key encrypting secrets at rest; default data_dir/master.key.")
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    # Anti-replay window: a request's timestamp must be within this many seconds of now,
+    # and its nonce is remembered that long.
+    replay_window_s: int = 900
+    # Per-AccessKey token bucket: sustained requests/s and burst.
+    rate_limit_per_s: float = 500.0
+    rate_limit_burst: int = 1000
+    host_id: str = "iotvideo"
+    log_level: str = "info"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+asyncpg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'iotvideo.db').resolve()}"

@@ -1,0 +1,115 @@
+"""Tenants and their AccessKeys: who may call the API and whose objects they see."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from iotvideo import ids
+from iotvideo.domain.clock import now_ms
+from iotvideo.errors import BusinessError
+from iotvideo.secretbox import SecretBox
+from iotvideo.store.schema import access_keys, tenants, time_templates
+
+DEFAULT_TEMPLATE_NAME = "all day"
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    id: str
+    tenant_id: str
+    tenant_name: str
+    secret: str
+    enabled: bool
+    created_ms: int
+
+
+class Tenants:
+    """Creates tenants (each with its undeletable default all-day template) and keys."""
+
+    # A looked-up key is trusted for this long before the store is asked again, so a
+    # key disabled on another node stops working within this many seconds.
+    KEY_CACHE_S = 5.0
+
+    def __init__(self, db: AsyncEngine, box: SecretBox) -> None:
+        self._db = db
+        self._box = box
+        self._key_cache: dict[str, tuple[float, AccessKey | None]] = {}
+
+    async def create_tenant(self, name: str) -> str:
+        if not 1 <= len(name) <= 64:
+            raise BusinessError("460", "tenant name must be 1..64 characters.")
+        async with self._db.begin() as conn:
+            if (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).first():
+                raise BusinessError("460", "tenant already exists.")
+            tid = ids.object_id()
+            now = now_ms()
+            await conn.execute(insert(tenants).values(id=tid, name=name, created_ms=now))
+            await conn.execute(
+                insert(time_templates).values(
+                    id=ids.object_id(), tenant_id=tid, name=DEFAULT_TEMPLATE_NAME, all_day=True,
+                    is_default=True, sections="[]", created_ms=now,
+                )
+            )
+        return tid
+
+    async def tenant_id(self, name: str) -> str | None:
+        async with self._db.connect() as conn:
+            return (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).scalar()
+
+    async def ensure_tenant(self, name: str) -> str:
+        return await self.tenant_id(name) or await self.create_tenant(name)
+
+    async def list_tenants(self) -> list[tuple[str, str]]:
+        async with self._db.connect() as conn:
+            rows = await conn.execute(select(tenants.c.id, tenants.c.name).order_by(tenants.c.created_ms))
+            return [(r.id, r.name) for r in rows]
+
+    async def create_access_key(self, tenant_id: str) -> tuple[str, str]:
+        key_id, secret = ids.access_key_id(), ids.access_key_secret()
+        async with self._db.begin() as conn:
+            await conn.execute(
+                insert(access_keys).values(
+                    id=key_id, tenant_id=tenant_id, secret_sealed=self._box.seal(secret),
+                    enabled=True, created_ms=now_ms(),
+                )
+            )
+        return key_id, secret
+
+    async def list_access_keys(self, tenant_id: str | None = None) -> list[AccessKey]:
+        """Keys with their secrets masked; for the admin CLI."""
+        q = select(access_keys, tenants.c.name.label("tenant_name")).join(tenants)
+        if tenant_id:
+            q = q.where(access_keys.c.tenant_id == tenant_id)
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(q.order_by(access_keys.c.created_ms))).all()
+        return [AccessKey(r.id, r.tenant_id, r.tenant_name, "***", r.enabled, r.created_ms) for r in rows]
+
+    async def set_access_key_enabled(self, key_id: str, enabled: bool) -> bool:
+        async with self._db.begin() as conn:
+            res = await conn.execute(update(access_keys).where(access_keys.c.id == key_id).values(enabled=enabled))
+        self._key_cache.pop(key_id, None)
+        return res.rowcount > 0
+
+    async def lookup(self, key_id: str) -> AccessKey | None:
+        """The key with its secret opened, or None; cached for KEY_CACHE_S seconds."""
+        now = time.monotonic()
+        hit = self._key_cache.get(key_id)
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self._db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(access_keys, tenants.c.name.label("tenant_name")).join(tenants).where(access_keys.c.id == key_id)
+                )
+            ).first()
+        key = None
+        if row is not None:
+            key = AccessKey(row.id, row.tenant_id, row.tenant_name, self._box.open(row.secret_sealed), row.enabled, row.created_ms)
+        if len(self._key_cache) > 100_000:
+            self._key_cache.clear()
+        self._key_cache[key_id] = (now + self.KEY_CACHE_S, key)
+        return key

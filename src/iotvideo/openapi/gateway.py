@@ -1,0 +1,207 @@
+"""The cloud API gateway: one ASGI endpoint that authenticates, decodes, dispatches
+and renders every action (docs/api.md).
+
+Pipeline of a call: read query + form body → pick the signature version (V3 when an
+``Authorization: ACS3-HMAC-SHA256`` header is present, else V1 query signing) → look up
+the AccessKey → verify the signature → anti-replay (time window + nonce) → per-key rate
+limit → find the action → run its handler → render JSON or XML. Every response carries
+a fresh ``RequestId``; one log line per call says who did what, how long it took and
+how it ended — never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from iotvideo import ids
+from iotvideo.errors import BusinessError, GatewayError
+from iotvideo.openapi import render, signing
+from iotvideo.openapi.actions import ACTIONS_LOADED  # noqa: F401  (registers handlers)
+from iotvideo.openapi.params import Params
+from iotvideo.openapi.ratelimit import RateLimiter
+from iotvideo.openapi.registry import ACTIONS, Call
+from iotvideo.openapi.replay import ReplayGuard
+from iotvideo.services import Services
+
+log = logging.getLogger("iotvideo.api")
+
+API_VERSION = "2018-01-20"
+MAX_BODY = 1 << 20
+MAX_QUERY = 64 * 1024
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class Incoming:
+    """The parts of an HTTP request the gateway looks at."""
+
+    method: str
+    query: dict[str, str]
+    form: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    path: str = "/"
+
+
+@dataclass
+class Authenticated:
+    access_key_id: str
+    tenant_id: str
+    action: str
+    params: dict[str, str]
+    fmt: str
+
+
+class Gateway:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        s = services.settings
+        self.replay = ReplayGuard(s.replay_window_s)
+        self.limiter = RateLimiter(s.rate_limit_per_s, s.rate_limit_burst)
+        self.host_id = s.host_id
+
+    async def authenticate(self, req: Incoming) -> Authenticated:
+        auth = req.headers.get("authorization", "")
+        if auth.startswith(signing.V3_ALGORITHM):
+            return await self._v3(req, auth)
+        return await self._v1(req)
+
+    async def _key(self, key_id: str) -> tuple[str, str]:
+        key = await self.services.tenants.lookup(key_id)
+        if key is None:
+            raise GatewayError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+        if not key.enabled:
+            raise GatewayError(400, "InvalidAccessKeyId.Inactive", "Specified access key is disabled.")
+        return key.secret, key.tenant_id
+
+    async def _v1(self, req: Incoming) -> Authenticated:
+        params = {**req.form, **req.query}
+        for name in ("AccessKeyId", "Signature", "SignatureNonce", "Timestamp"):
+            if not params.get(name):
+                raise GatewayError(400, f"Missing{name}", f"{name} is mandatory for this action.")
+        method = params.get("SignatureMethod", "HMAC-SHA1")
+        if method != "HMAC-SHA1":
+            raise GatewayError(400, "InvalidSignatureMethod", "Specified signature method is not supported: use HMAC-SHA1.")
+        key_id = params["AccessKeyId"]
+        secret, tenant_id = await self._key(key_id)
+        sts = signing.v1_string_to_sign(req.method, params)
+        expected = signing.v1_signature(secret, req.method, params)
+        if not signing.signatures_equal(expected, params["Signature"]):
+            raise GatewayError(400, "SignatureDoesNotMatch",
+                               f"Specified signature is not matched with our calculation. server string to sign is:{sts}")
+        self.replay.check(key_id, params["SignatureNonce"], params["Timestamp"])
+        action = params.get("Action") or req.headers.get("x-acs-action", "")
+        self._check_version(params.get("Version") or req.headers.get("x-acs-version", ""))
+        return Authenticated(key_id, tenant_id, action, params, params.get("Format", "JSON"))
+
+    async def _v3(self, req: Incoming, auth: str) -> Authenticated:
+        key_id, signed, given = signing.parse_v3_authorization(auth)
+        missing = signing.V3_REQUIRED_SIGNED_HEADERS - set(signed)
+        if missing:
+            raise GatewayError(400, "IncompleteSignature", f"These headers must be signed: {', '.join(sorted(missing))}.")
+        for h in signed:
+            if h not in req.headers:
+                raise GatewayError(400, "IncompleteSignature", f"The signed header {h} is missing.")
+        body_hash = signing.sha256_hex(req.body)
+        if req.headers["x-acs-content-sha256"] != body_hash:
+            raise GatewayError(400, "InvalidContentSha256", "x-acs-content-sha256 does not match the request body.")
+        secret, tenant_id = await self._key(key_id)
+        canonical = signing.v3_canonical_request(req.method, req.path, req.query, req.headers, signed, body_hash)
+        if not signing.signatures_equal(signing.v3_signature(secret, canonical), given):
+            raise GatewayError(400, "SignatureDoesNotMatch",
+                               f"Specified signature is not matched with our calculation. server canonical request is:{canonical}")
+        self.replay.check(key_id, req.headers["x-acs-signature-nonce"], req.headers["x-acs-date"])
+        self._check_version(req.headers["x-acs-version"])
+        params = {**req.form, **req.query}
+        return Authenticated(key_id, tenant_id, req.headers["x-acs-action"], params, params.get("Format", "JSON"))
+
+    @staticmethod
+    def _check_version(version: str) -> None:
+        if version and version != API_VERSION:
+            raise GatewayError(400, "InvalidVersion", f"Specified parameter Version is not valid: use {API_VERSION}.")
+
+    async def handle(self, req: Incoming) -> tuple[int, bytes, bytes]:
+        """(status, content-type, body) for one request; never raises."""
+        t0 = time.perf_counter()
+        rid = ids.request_id()
+        key_id, action, xml_root, outcome = "-", req.query.get("Action") or req.headers.get("x-acs-action", "-"), None, "OK"
+        try:
+            a = await self.authenticate(req)
+            key_id, action = a.access_key_id, a.action
+            if a.fmt.upper() == "XML":
+                xml_root = f"{action}Response" if action.isidentifier() else "Response"
+            self.limiter.take(key_id)
+            handler = ACTIONS.get(action)
+            if handler is None:
+                raise GatewayError(404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method.")
+            data = await handler(Call(action, Params(a.params), a.tenant_id, key_id, self.services))
+            status, body = 200, render.success_body(rid, data)
+        except BusinessError as e:
+            status, body, outcome = 200, render.business_error_body(rid, e), f"{e.code} {e.message}"
+        except GatewayError as e:
+            status, body, outcome = e.status, render.gateway_error_body(rid, self.host_id, e), e.code
+            if e.status >= 400:
+                xml_root = "Error" if xml_root else None
+        except Exception:  # a bug: answer 500 without details, log the trace
+            log.exception("unhandled error in %s (RequestId %s)", action, rid)
+            err = GatewayError(500, "InternalError", "The request processing has failed due to some unknown error.")
+            status, body, outcome = 500, render.gateway_error_body(rid, self.host_id, err), "InternalError"
+        ctype, payload = render.encode(body, xml_root)
+        log.info("api request_id=%s action=%s access_key_id=%s status=%d outcome=%r latency_ms=%.2f",
+                 rid, _safe(action), _safe(key_id), status, outcome, (time.perf_counter() - t0) * 1000)
+        return status, ctype, payload
+
+
+def _safe(s: str) -> str:
+    """A caller-chosen string made safe for one log line."""
+    return s[:80].encode("unicode_escape").decode() if s else "-"
+
+
+def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Incoming:
+    if len(raw_query) > MAX_QUERY:
+        raise GatewayError(414, "RequestURITooLong", "The query string is too long.")
+    try:
+        query = dict(parse_qsl(raw_query.decode("utf-8"), keep_blank_values=True, errors="strict"))
+    except (UnicodeDecodeError, ValueError):
+        raise GatewayError(400, "InvalidParameter", "The query string is not valid UTF-8 URL encoding.") from None
+    hdrs: dict[str, str] = {}
+    for k, v in headers:
+        hdrs[k.decode("latin-1").lower()] = v.decode("latin-1")
+    form: dict[str, str] = {}
+    if body and hdrs.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE:
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+        except (UnicodeDecodeError, ValueError):
+            raise GatewayError(400, "InvalidParameter", "The form body is not valid UTF-8 URL encoding.") from None
+    return Incoming(method, query, form, hdrs, body, path)
+
+
+class GatewayASGI:
+    """The gateway as a bare ASGI app (no framework on the hot path)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        status: int
+        try:
+            while True:
+                msg = await receive()
+                body += msg.get("body", b"")
+                if len(body) > MAX_BODY:
+                    raise GatewayError(413, "RequestEntityTooLarge", "The request body is too large.")
+                if not msg.get("more_body"):
+                    break
+            req = parse_incoming(scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"], body)
+            status, ctype, payload = await self.gateway.handle(req)
+        except GatewayError as e:
+            status = e.status
+            ctype, payload = render.encode(render.gateway_error_body(ids.request_id(), self.gateway.host_id, e), None)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
