@@ -56,7 +56,7 @@ def _parse_json(text: Str) -> Any:
 
 def _json_array(name: Str, value: Any, max_items: Int) -> JsonArray:
     if not isinstance(value, list):
-        raise invalid_parameter(name, f"not a JSON array (at most {MAX_JSON_CHARS} characters)")
+        raise invalid_parameter(name, f"must be a JSON array of at most {MAX_JSON_CHARS} characters")
     if len(value) > max_items:
         raise invalid_parameter(name, f"more than {max_items} items")
     return value
@@ -135,7 +135,7 @@ class Params:
                 continue
             index, dot, field = key[len(prefix):].partition(".")
             if not _INDEX.fullmatch(index):
-                raise invalid_parameter(key, "list index must be a positive integer")
+                raise invalid_parameter(name, f"{name}.N needs N a positive integer, got {index[:16]!r}")
             slots.setdefault(Int(index), {})[field if dot else None] = value
             if len(slots) > max_items:
                 raise invalid_parameter(name, f"more than {max_items} items")
