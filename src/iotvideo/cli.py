@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Optional, TypeVar
@@ -43,11 +44,20 @@ def serve(
 
     s = settings(data_dir, database_url, host=host, http_port=http_port)
     setup_logging(s.log_level)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the
+    # handler it found installed; make that handler a clean exit (status 0), which also
+    # covers a SIGTERM that arrives before uvicorn has taken over the signals.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(create_app(s), host=s.host, port=s.http_port, log_config=None, access_log=False,
                 loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=10)
 
 
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _with_services(s: Settings, fn: Callable[..., Awaitable[T]]) -> T:
+    from iotvideo.errors import BusinessError
     from iotvideo.services import Services
 
     async def run() -> T:
@@ -57,7 +67,11 @@ def _with_services(s: Settings, fn: Callable[..., Awaitable[T]]) -> T:
         finally:
             await services.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except BusinessError as e:  # a refused request: one line on stderr, no traceback
+        typer.echo(f"error: {e.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @admin.command("create-tenant")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iotvideo import ids
@@ -106,7 +107,8 @@ class Registry:
         dev_count = (select(func.count()).select_from(devices)
                      .where(devices.c.product_key == products.c.product_key).scalar_subquery())
         q = (select(products, dev_count.label("device_count")).where(products.c.tenant_id == tenant_id)
-             .order_by(products.c.created_ms, products.c.product_key).offset(page.offset).limit(page.size))
+             .order_by(products.c.created_ms.desc(), products.c.product_key.desc())  # newest first, as the IoT platform
+             .offset(page.offset).limit(page.size))
         async with self._db.connect() as conn:
             total = (await conn.execute(count)).scalar_one()
             rows = (await conn.execute(q)).all()
@@ -127,18 +129,22 @@ class Registry:
                               nickname: str = "") -> Device:
         if device_name is not None:
             _valid_device_name(device_name)
-        async with self._db.begin() as conn:
-            prod = await self._product_of_tenant(conn, tenant_id, product_key)
-            name = device_name or ids.device_name()
-            exists = await conn.execute(select(devices.c.iot_id).where(
-                devices.c.product_key == product_key, devices.c.device_name == name))
-            if exists.first():
-                raise BusinessError("460", "device name already exists in this product.")
-            iot_id, secret, now = ids.iot_id(), ids.device_secret(), now_ms()
-            await conn.execute(insert(devices).values(
-                iot_id=iot_id, tenant_id=tenant_id, product_key=product_key, device_name=name,
-                secret_sealed=self._box.seal(secret), nickname=nickname, status="UNACTIVE",
-                enabled=True, ip_address="", firmware_version="", time_zone="UTC", created_ms=now))
+        try:
+            async with self._db.begin() as conn:
+                prod = await self._product_of_tenant(conn, tenant_id, product_key)
+                name = device_name or ids.device_name()
+                exists = await conn.execute(select(devices.c.iot_id).where(
+                    devices.c.product_key == product_key, devices.c.device_name == name))
+                if exists.first():
+                    raise _duplicate_name()
+                iot_id, secret, now = ids.iot_id(), ids.device_secret(), now_ms()
+                await conn.execute(insert(devices).values(
+                    iot_id=iot_id, tenant_id=tenant_id, product_key=product_key, device_name=name,
+                    secret_sealed=self._box.seal(secret), nickname=nickname, status="UNACTIVE",
+                    enabled=True, ip_address="", firmware_version="", time_zone="UTC", created_ms=now))
+        except IntegrityError:
+            # A concurrent RegisterDevice of the same name won the unique constraint.
+            raise _duplicate_name() from None
         return Device(iot_id, product_key, prod.name, name, secret, nickname, "UNACTIVE", "", "",
                       prod.node_type, "UTC", now, None, None, None, None)
 
@@ -164,7 +170,7 @@ class Registry:
             rows = (await conn.execute(
                 select(devices, products.c.name.label("product_name"), products.c.node_type)
                 .join(products, products.c.product_key == devices.c.product_key)
-                .where(*where).order_by(devices.c.created_ms, devices.c.iot_id)
+                .where(*where).order_by(devices.c.created_ms.desc(), devices.c.iot_id.desc())  # newest first
                 .offset(page.offset).limit(page.size))).all()
         return Page([self._device(r) for r in rows], total, page)
 
@@ -180,12 +186,19 @@ class Registry:
         again (UNACTIVE if it never did)."""
         async with self._db.begin() as conn:
             iot_id = await resolve_iot_id(conn, tenant_id, ref)
-            row = (await conn.execute(select(devices.c.active_ms).where(devices.c.iot_id == iot_id))).one()
+            row = (await conn.execute(select(devices.c.active_ms, devices.c.enabled)
+                                      .where(devices.c.iot_id == iot_id))).one()
+            if bool(row.enabled) == enabled:
+                return  # already so: an enabled device keeps its ONLINE/OFFLINE status
             if enabled:
                 status = "OFFLINE" if row.active_ms else "UNACTIVE"
             else:
                 status = "DISABLE"
             await conn.execute(update(devices).where(devices.c.iot_id == iot_id).values(enabled=enabled, status=status))
+
+
+def _duplicate_name() -> BusinessError:
+    return BusinessError("460", "device name already exists in this product.")
 
 
 def _valid_device_name(name: str) -> None:

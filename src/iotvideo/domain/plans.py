@@ -17,6 +17,7 @@ from typing import Literal
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iotvideo import ids
@@ -85,8 +86,13 @@ class Plans:
                      record_s=plan.event.record_s)
         return v
 
-    async def _load(self, conn: AsyncConnection, tenant_id: str, plan_id: str) -> Plan:
-        row = (await conn.execute(select(self._t).where(self._t.c.id == plan_id, self._t.c.tenant_id == tenant_id))).first()
+    async def _load(self, conn: AsyncConnection, tenant_id: str, plan_id: str, lock: bool = False) -> Plan:
+        """The caller's plan or 460 ``… not exist.``; ``lock`` takes a share lock on its row
+        (PostgreSQL) so that a concurrent delete waits for this transaction."""
+        q = select(self._t).where(self._t.c.id == plan_id, self._t.c.tenant_id == tenant_id)
+        if lock:
+            q = q.with_for_update(read=True)
+        row = (await conn.execute(q)).first()
         if row is None:
             raise not_found(self._label)
         return self._plan(row)
@@ -96,35 +102,45 @@ class Plans:
                     check_event_settings(event) if self.kind == "event" and event else None)
         if self.kind == "event" and plan.event is None:
             raise BusinessError("460", "RecordDuration is required.")
-        async with self._db.begin() as conn:
-            await load_template(conn, tenant_id, template_id)
-            await conn.execute(insert(self._t).values(id=plan.id, tenant_id=tenant_id, created_ms=now_ms(),
-                                                      **self._values(plan)))
+        try:
+            async with self._db.begin() as conn:
+                await load_template(conn, tenant_id, template_id, lock="share")
+                await conn.execute(insert(self._t).values(id=plan.id, tenant_id=tenant_id, created_ms=now_ms(),
+                                                          **self._values(plan)))
+        except IntegrityError:  # the template was deleted meanwhile (foreign key)
+            raise not_found("template") from None
         return plan.id
 
     async def update(self, tenant_id: str, plan_id: str, name: str | None = None, template_id: str | None = None,
                      event_types: str | None = None, pre_record_s: int | None = None,
                      record_s: int | None = None) -> None:
         """Changes the fields given; the others stay as they are."""
-        async with self._db.begin() as conn:
-            cur = await self._load(conn, tenant_id, plan_id)
-            new = replace(cur, name=cur.name if name is None else check_name(name),
-                          template_id=template_id or cur.template_id)
-            if new.template_id != cur.template_id:
-                await load_template(conn, tenant_id, new.template_id)
-            if cur.event is not None:
-                e = cur.event
-                new = replace(new, event=check_event_settings(EventSettings(
-                    e.event_types if event_types is None else event_types,
-                    e.pre_record_s if pre_record_s is None else pre_record_s,
-                    e.record_s if record_s is None else record_s)))
-            await conn.execute(update(self._t).where(self._t.c.id == plan_id).values(**self._values(new)))
+        try:
+            async with self._db.begin() as conn:
+                cur = await self._load(conn, tenant_id, plan_id, lock=True)
+                new = replace(cur, name=cur.name if name is None else check_name(name),
+                              template_id=template_id or cur.template_id)
+                if new.template_id != cur.template_id:
+                    await load_template(conn, tenant_id, new.template_id, lock="share")
+                if cur.event is not None:
+                    e = cur.event
+                    new = replace(new, event=check_event_settings(EventSettings(
+                        e.event_types if event_types is None else event_types,
+                        e.pre_record_s if pre_record_s is None else pre_record_s,
+                        e.record_s if record_s is None else record_s)))
+                res = await conn.execute(update(self._t).where(self._t.c.id == plan_id).values(**self._values(new)))
+                if res.rowcount == 0:  # deleted since it was read (SQLite reads without locks)
+                    raise not_found(self._label)
+        except IntegrityError:  # the new template was deleted meanwhile (foreign key)
+            raise not_found("template") from None
 
     async def delete(self, tenant_id: str, plan_id: str) -> None:
         async with self._db.begin() as conn:
             await self._load(conn, tenant_id, plan_id)
-            await conn.execute(delete(plan_devices).where(plan_devices.c.kind == self.kind, plan_devices.c.plan_id == plan_id))
+            # The plan row first: on PostgreSQL this waits for any add_device holding a
+            # share lock on it, so the next statement also sees (and releases) its device.
             await conn.execute(delete(self._t).where(self._t.c.id == plan_id))
+            await conn.execute(delete(plan_devices).where(plan_devices.c.kind == self.kind, plan_devices.c.plan_id == plan_id))
 
     async def get(self, tenant_id: str, plan_id: str) -> tuple[Plan, TimeTemplate]:
         async with self._db.connect() as conn:
@@ -141,8 +157,17 @@ class Plans:
 
     # --- devices in plans ---
     async def add_device(self, tenant_id: str, plan_id: str, ref: DeviceRef, stream_type: int) -> None:
+        """Binds the stream to the plan. Concurrent calls for one stream are serialised by
+        the primary key: the loser tries once more and then sees the winner's binding (same
+        plan: success; another plan: refused), as if the calls had come one after the other."""
+        try:
+            await self._add_device(tenant_id, plan_id, ref, stream_type)
+        except IntegrityError:
+            await self._add_device(tenant_id, plan_id, ref, stream_type)
+
+    async def _add_device(self, tenant_id: str, plan_id: str, ref: DeviceRef, stream_type: int) -> None:
         async with self._db.begin() as conn:
-            await self._load(conn, tenant_id, plan_id)
+            await self._load(conn, tenant_id, plan_id, lock=True)
             iot_id = await resolve_iot_id(conn, tenant_id, ref)
             current = await self._binding(conn, iot_id, stream_type)
             if current == plan_id:
@@ -151,6 +176,9 @@ class Plans:
                 raise conflict(f"device stream is already in another {self._label}.")
             await conn.execute(insert(plan_devices).values(kind=self.kind, iot_id=iot_id, stream_type=stream_type,
                                                            plan_id=plan_id, tenant_id=tenant_id, created_ms=now_ms()))
+            # SQLite reads without locks: the plan may have been deleted since it was read.
+            # Now that this transaction holds the write lock, look again (rolls back if so).
+            await self._load(conn, tenant_id, plan_id)
 
     async def _binding(self, conn: AsyncConnection, iot_id: str, stream_type: int) -> str | None:
         return (await conn.execute(select(plan_devices.c.plan_id).where(

@@ -96,6 +96,7 @@ class SectionError(ValueError):
         super().__init__(f"{where}{field} {message}")
         self.field = field
         self.index = index
+        self.detail = message
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iotvideo import ids
@@ -27,6 +29,7 @@ from iotvideo.errors import BusinessError, conflict, not_found
 from iotvideo.store.schema import event_record_plans, record_plans, time_templates
 
 NAME_MAX = 64
+IN_USE = "template is used by a plan."
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ def _sections(all_day: bool, sections: list[TimeSection]) -> tuple[TimeSection, 
     try:
         return normalize_sections(sections)
     except SectionError as e:
-        raise BusinessError("460", f"invalid TimeSections: {e}") from None
+        # name the field as the request did: TimeSections.1.End is the first section's End
+        detail = str(e) if e.index is None else f"TimeSections.{e.index + 1}.{e.field} {e.detail}"
+        raise BusinessError("460", f"invalid TimeSections: {detail}") from None
 
 
 def _dump(sections: tuple[TimeSection, ...]) -> str:
@@ -64,9 +69,17 @@ def template_from_row(r: Row) -> TimeTemplate:  # type: ignore[type-arg]
     return TimeTemplate(r.id, r.name, bool(r.all_day), bool(r.is_default), secs)
 
 
-async def load_template(conn: AsyncConnection, tenant_id: str, template_id: str) -> TimeTemplate:
-    row = (await conn.execute(select(time_templates).where(
-        time_templates.c.id == template_id, time_templates.c.tenant_id == tenant_id))).first()
+Lock = Literal["share", "update"]
+
+
+async def load_template(conn: AsyncConnection, tenant_id: str, template_id: str,
+                        lock: Lock | None = None) -> TimeTemplate:
+    """The caller's template or 460 ``template not exist.``; ``lock`` takes a row lock
+    (FOR SHARE / FOR UPDATE on PostgreSQL; SQLite has a single writer anyway)."""
+    q = select(time_templates).where(time_templates.c.id == template_id, time_templates.c.tenant_id == tenant_id)
+    if lock is not None:
+        q = q.with_for_update(read=lock == "share")
+    row = (await conn.execute(q)).first()
     if row is None:
         raise not_found("template")
     return template_from_row(row)
@@ -89,26 +102,34 @@ class Templates:
                      sections: list[TimeSection] | None) -> None:
         """Changes the fields given; the others stay as they are."""
         async with self._db.begin() as conn:
-            cur = await load_template(conn, tenant_id, template_id)
+            cur = await load_template(conn, tenant_id, template_id, lock="update")
             if cur.is_default:
                 raise conflict("default template can not be modified.")
             new_all_day = cur.all_day if all_day is None else all_day
             given = list(cur.sections) if sections is None else sections
             secs = _sections(new_all_day, given)
-            await conn.execute(update(time_templates).where(time_templates.c.id == template_id).values(
+            res = await conn.execute(update(time_templates).where(time_templates.c.id == template_id).values(
                 name=cur.name if name is None else check_name(name), all_day=new_all_day, sections=_dump(secs)))
+            if res.rowcount == 0:  # deleted since it was read (SQLite reads without locks)
+                raise not_found("template")
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
-        async with self._db.begin() as conn:
-            cur = await load_template(conn, tenant_id, template_id)
-            if cur.is_default:
-                raise conflict("default template can not be deleted.")
-            used = select(or_(
-                exists().where(record_plans.c.template_id == template_id),
-                exists().where(event_record_plans.c.template_id == template_id)))
-            if (await conn.execute(used)).scalar():
-                raise conflict("template is used by a plan.")
-            await conn.execute(delete(time_templates).where(time_templates.c.id == template_id))
+        """Refused for the default template and for a template a plan uses. A plan made
+        with it concurrently either waits for the row lock (PostgreSQL) or makes the
+        delete violate the plans' foreign key: both end as "used by a plan"."""
+        try:
+            async with self._db.begin() as conn:
+                cur = await load_template(conn, tenant_id, template_id, lock="update")
+                if cur.is_default:
+                    raise conflict("default template can not be deleted.")
+                used = select(or_(
+                    exists().where(record_plans.c.template_id == template_id),
+                    exists().where(event_record_plans.c.template_id == template_id)))
+                if (await conn.execute(used)).scalar():
+                    raise conflict(IN_USE)
+                await conn.execute(delete(time_templates).where(time_templates.c.id == template_id))
+        except IntegrityError:
+            raise conflict(IN_USE) from None
 
     async def get(self, tenant_id: str, template_id: str) -> TimeTemplate:
         async with self._db.connect() as conn:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotvideo import ids
@@ -15,6 +16,10 @@ from iotvideo.secretbox import SecretBox
 from iotvideo.store.schema import access_keys, tenants, time_templates
 
 DEFAULT_TEMPLATE_NAME = "all day"
+
+
+def _tenant_exists() -> BusinessError:
+    return BusinessError("460", "tenant already exists.")
 
 
 @dataclass(frozen=True)
@@ -42,18 +47,21 @@ class Tenants:
     async def create_tenant(self, name: str) -> str:
         if not 1 <= len(name) <= 64:
             raise BusinessError("460", "tenant name must be 1..64 characters.")
-        async with self._db.begin() as conn:
-            if (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).first():
-                raise BusinessError("460", "tenant already exists.")
-            tid = ids.object_id()
-            now = now_ms()
-            await conn.execute(insert(tenants).values(id=tid, name=name, created_ms=now))
-            await conn.execute(
-                insert(time_templates).values(
-                    id=ids.object_id(), tenant_id=tid, name=DEFAULT_TEMPLATE_NAME, all_day=True,
-                    is_default=True, sections="[]", created_ms=now,
+        try:
+            async with self._db.begin() as conn:
+                if (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).first():
+                    raise _tenant_exists()
+                tid = ids.object_id()
+                now = now_ms()
+                await conn.execute(insert(tenants).values(id=tid, name=name, created_ms=now))
+                await conn.execute(
+                    insert(time_templates).values(
+                        id=ids.object_id(), tenant_id=tid, name=DEFAULT_TEMPLATE_NAME, all_day=True,
+                        is_default=True, sections="[]", created_ms=now,
+                    )
                 )
-            )
+        except IntegrityError:  # created concurrently (the name is unique)
+            raise _tenant_exists() from None
         return tid
 
     async def tenant_id(self, name: str) -> str | None:
@@ -61,7 +69,17 @@ class Tenants:
             return (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).scalar()
 
     async def ensure_tenant(self, name: str) -> str:
-        return await self.tenant_id(name) or await self.create_tenant(name)
+        """The tenant's id, creating the tenant if missing (safe when racing another creator)."""
+        tid = await self.tenant_id(name)
+        if tid:
+            return tid
+        try:
+            return await self.create_tenant(name)
+        except BusinessError:
+            tid = await self.tenant_id(name)
+            if tid is None:
+                raise
+            return tid
 
     async def list_tenants(self) -> list[tuple[str, str]]:
         async with self._db.connect() as conn:

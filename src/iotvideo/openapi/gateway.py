@@ -12,13 +12,14 @@ how it ended — never a secret.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from iotvideo import ids
-from iotvideo.errors import BusinessError, GatewayError
+from iotvideo.errors import BusinessError, GatewayError, invalid_parameter, missing_parameter
 from iotvideo.openapi import render, signing
 from iotvideo.openapi.actions import ACTIONS_LOADED  # noqa: F401  (registers handlers)
 from iotvideo.openapi.params import Params
@@ -94,8 +95,12 @@ class Gateway:
             raise GatewayError(400, "SignatureDoesNotMatch",
                                f"Specified signature is not matched with our calculation. server string to sign is:{sts}")
         self.replay.check(key_id, params["SignatureNonce"], params["Timestamp"])
-        action = params.get("Action") or req.headers.get("x-acs-action", "")
-        self._check_version(params.get("Version") or req.headers.get("x-acs-version", ""))
+        # Action and Version must be covered by the signature: the unsigned x-acs-*
+        # headers the old SDK also sends are not trusted for a V1 request.
+        action = params.get("Action", "")
+        if not action:
+            raise missing_parameter("Action")
+        self._check_version(params.get("Version", ""))
         return Authenticated(key_id, tenant_id, action, params, params.get("Format", "JSON"))
 
     async def _v3(self, req: Incoming, auth: str) -> Authenticated:
@@ -128,12 +133,19 @@ class Gateway:
         """(status, content-type, body) for one request; never raises."""
         t0 = time.perf_counter()
         rid = ids.request_id()
-        key_id, action, xml_root, outcome = "-", req.query.get("Action") or req.headers.get("x-acs-action", "-"), None, "OK"
+        # Until the request is authenticated these are what it claims (for the log and
+        # for answering errors in the format asked for).
+        key_id = req.query.get("AccessKeyId") or req.form.get("AccessKeyId") or _v3_credential(req) or "-"
+        action = req.query.get("Action") or req.form.get("Action") or req.headers.get("x-acs-action", "-")
+        fmt = req.query.get("Format") or req.form.get("Format") or "JSON"
+        xml_root = "Error" if fmt.upper() == "XML" else None
+        outcome = "OK"
         try:
             a = await self.authenticate(req)
             key_id, action = a.access_key_id, a.action
+            xml_root = None
             if a.fmt.upper() == "XML":
-                xml_root = f"{action}Response" if action.isidentifier() else "Response"
+                xml_root = f"{action}Response" if _XML_NAME.fullmatch(action) else "Response"
             self.limiter.take(key_id)
             handler = ACTIONS.get(action)
             if handler is None:
@@ -144,16 +156,46 @@ class Gateway:
             status, body, outcome = 200, render.business_error_body(rid, e), f"{e.code} {e.message}"
         except GatewayError as e:
             status, body, outcome = e.status, render.gateway_error_body(rid, self.host_id, e), e.code
-            if e.status >= 400:
-                xml_root = "Error" if xml_root else None
+            xml_root = "Error" if xml_root else None
         except Exception:  # a bug: answer 500 without details, log the trace
-            log.exception("unhandled error in %s (RequestId %s)", action, rid)
+            log.exception("unhandled error in %s (RequestId %s)", _safe(action), rid)
             err = GatewayError(500, "InternalError", "The request processing has failed due to some unknown error.")
             status, body, outcome = 500, render.gateway_error_body(rid, self.host_id, err), "InternalError"
+            xml_root = "Error" if xml_root else None
         ctype, payload = render.encode(body, xml_root)
-        log.info("api request_id=%s action=%s access_key_id=%s status=%d outcome=%r latency_ms=%.2f",
-                 rid, _safe(action), _safe(key_id), status, outcome, (time.perf_counter() - t0) * 1000)
+        _log_call(rid, action, key_id, status, outcome, t0)
         return status, ctype, payload
+
+    def reject(self, err: GatewayError, t0: float) -> tuple[int, bytes, bytes]:
+        """The answer to a request too malformed to be parsed (always JSON), logged like any call."""
+        rid = ids.request_id()
+        ctype, payload = render.encode(render.gateway_error_body(rid, self.host_id, err), None)
+        _log_call(rid, "-", "-", err.status, err.code, t0)
+        return err.status, ctype, payload
+
+
+def _log_call(rid: str, action: str, key_id: str, status: int, outcome: str, t0: float) -> None:
+    """The one ``api`` log line of a call: who did what, how it ended, how long it took; never a secret."""
+    log.info("api request_id=%s action=%s access_key_id=%s status=%d outcome=%r latency_ms=%.2f",
+             rid, _safe(action), _safe(key_id), status, outcome, (time.perf_counter() - t0) * 1000)
+
+
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CREDENTIAL = re.compile(r"Credential=([^,\s]{1,128})")
+
+
+def _v3_credential(req: Incoming) -> str:
+    """The AccessKeyId a V3 Authorization header claims, for the log ("" if none)."""
+    m = _CREDENTIAL.search(req.headers.get("authorization", "")[:512])
+    return m.group(1) if m else ""
+
+
+def _no_nul(params: dict[str, str], where: str) -> dict[str, str]:
+    """NUL cannot be stored (PostgreSQL text) nor rendered (XML): refuse it up front."""
+    for k, v in params.items():
+        if "\x00" in k or "\x00" in v:
+            raise invalid_parameter(_safe(k), f"NUL characters are not allowed in the {where}")
+    return params
 
 
 def _safe(s: str) -> str:
@@ -165,7 +207,7 @@ def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple
     if len(raw_query) > MAX_QUERY:
         raise GatewayError(414, "RequestURITooLong", "The query string is too long.")
     try:
-        query = dict(parse_qsl(raw_query.decode("utf-8"), keep_blank_values=True, errors="strict"))
+        query = _no_nul(dict(parse_qsl(raw_query.decode("utf-8"), keep_blank_values=True, errors="strict")), "query")
     except (UnicodeDecodeError, ValueError):
         raise GatewayError(400, "InvalidParameter", "The query string is not valid UTF-8 URL encoding.") from None
     hdrs: dict[str, str] = {}
@@ -174,7 +216,7 @@ def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple
     form: dict[str, str] = {}
     if body and hdrs.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE:
         try:
-            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+            form = _no_nul(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")), "form body")
         except (UnicodeDecodeError, ValueError):
             raise GatewayError(400, "InvalidParameter", "The form body is not valid UTF-8 URL encoding.") from None
     return Incoming(method, query, form, hdrs, body, path)
@@ -187,8 +229,8 @@ class GatewayASGI:
         self.gateway = gateway
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        status: int
+        t0 = time.perf_counter()
+        body = bytearray()
         try:
             while True:
                 msg = await receive()
@@ -197,11 +239,12 @@ class GatewayASGI:
                     raise GatewayError(413, "RequestEntityTooLarge", "The request body is too large.")
                 if not msg.get("more_body"):
                     break
-            req = parse_incoming(scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"], body)
-            status, ctype, payload = await self.gateway.handle(req)
+            req = parse_incoming(scope["method"], scope["path"], scope.get("query_string", b""), scope["headers"],
+                                 bytes(body))
         except GatewayError as e:
-            status = e.status
-            ctype, payload = render.encode(render.gateway_error_body(ids.request_id(), self.gateway.host_id, e), None)
+            status, ctype, payload = self.gateway.reject(e, t0)
+        else:
+            status, ctype, payload = await self.gateway.handle(req)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})

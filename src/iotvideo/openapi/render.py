@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -11,6 +12,14 @@ from iotvideo.errors import BusinessError, GatewayError
 
 JSON_TYPE = b"application/json;charset=utf-8"
 XML_TYPE = b"application/xml;charset=utf-8"
+
+# Characters XML 1.0 cannot carry at all (not even as references): C0 controls but
+# TAB/LF/CR, lone surrogates, U+FFFE/U+FFFF. Shown as U+FFFD so the document parses.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _text(value: str) -> str:
+    return escape(_NOT_XML.sub("\ufffd", value))
 
 
 def _xml_value(key: str, value: Any, out: list[str]) -> None:
@@ -26,7 +35,7 @@ def _xml_value(key: str, value: Any, out: list[str]) -> None:
     elif isinstance(value, bool):
         out.append("true" if value else "false")
     elif value is not None:
-        out.append(escape(str(value)))
+        out.append(_text(str(value)))
     out.append(f"</{key}>")
 
 

@@ -36,12 +36,18 @@ async def create_product(call: Call) -> dict[str, Any]:
     p = call.params
     name = p.str("ProductName", required=True)
     assert name is not None
+    # Every parameter is checked before anything is created.
+    node_type = p.int("NodeType", default=0, min=0, max=1) or 0
+    data_format = p.int("DataFormat", default=1, min=0, max=1) or 0
+    description = p.str("Description", default="", max_len=100) or ""
+    auth_type = p.str("AuthType", default="secret", max_len=16) or "secret"
+    # Id2 / PublishAuto are booleans of the IoT platform ("true"/"True"/…); Id2 is echoed.
+    id2 = bool(p.bool("Id2", default=False))
+    p.bool("PublishAuto", default=True)
     prod = await call.services.registry.create_product(
-        call.tenant_id, name, node_type=p.int("NodeType", default=0, min=0, max=1) or 0,
-        data_format=p.int("DataFormat", default=1, min=0, max=1) or 0,
-        description=p.str("Description", default="", max_len=100) or "",
-        auth_type=p.str("AuthType", default="secret", max_len=16) or "secret")
-    return {"ProductKey": prod.product_key, "Data": {**_product_body(prod), "ProductSecret": prod.secret}}
+        call.tenant_id, name, node_type=node_type, data_format=data_format, description=description,
+        auth_type=auth_type)
+    return {"ProductKey": prod.product_key, "Data": {**_product_body(prod), "ProductSecret": prod.secret, "Id2": id2}}
 
 
 @action("QueryProductList", product="Iot")
