@@ -31,7 +31,7 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
         """Connects to the store, applies migrations and builds the services."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         box = SecretBox(load_master_key(settings.data_dir, settings.master_key))
         db = create_engine(settings.resolved_database_url())
         await migrate(db)

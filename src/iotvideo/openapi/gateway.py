@@ -24,7 +24,7 @@ from iotvideo.openapi import render, signing
 from iotvideo.openapi.actions import ACTIONS_LOADED  # noqa: F401  (registers handlers)
 from iotvideo.openapi.params import Params
 from iotvideo.openapi.ratelimit import RateLimiter
-from iotvideo.openapi.registry import ACTIONS, Call
+from iotvideo.openapi.registry import ACTIONS, INT_CODE_ACTIONS, Call
 from iotvideo.openapi.replay import ReplayGuard
 from iotvideo.services import Services
 
@@ -153,7 +153,7 @@ class Gateway:
             data = await handler(Call(action, Params(a.params), a.tenant_id, key_id, self.services))
             status, body = 200, render.success_body(rid, data)
         except BusinessError as e:
-            status, body, outcome = 200, render.business_error_body(rid, e), f"{e.code} {e.message}"
+            status, body, outcome = 200, render.business_error_body(rid, e, action in INT_CODE_ACTIONS), f"{e.code} {e.message}"
         except GatewayError as e:
             status, body, outcome = e.status, render.gateway_error_body(rid, self.host_id, e), e.code
             xml_root = "Error" if xml_root else None

@@ -24,6 +24,8 @@ class Call:
 Handler = Callable[[Call], Awaitable[dict[str, Any] | None]]
 ACTIONS: dict[str, Handler] = {}
 PRODUCT_OF: dict[str, str] = {}
+# Actions whose SDK models type ``Code`` as an integer (the seed: "Code is int here").
+INT_CODE_ACTIONS = frozenset({"QueryDeviceRecordLifeCycle", "QueryDeviceEventPicture", "QueryDeviceEventRecord"})
 
 
 def action(name: str, product: str = "Linkvisual") -> Callable[[Handler], Handler]:

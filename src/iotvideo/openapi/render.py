@@ -59,8 +59,10 @@ def success_body(request_id: str, data: dict[str, Any] | None) -> dict[str, Any]
     return body
 
 
-def business_error_body(request_id: str, err: BusinessError) -> dict[str, Any]:
-    return {"RequestId": request_id, "Success": False, "Code": err.code, "ErrorMessage": err.message}
+def business_error_body(request_id: str, err: BusinessError, int_code: bool = False) -> dict[str, Any]:
+    """``int_code``: the few actions whose SDK models type ``Code`` as an integer."""
+    code: str | int = int(err.code) if int_code and err.code.isdigit() else err.code
+    return {"RequestId": request_id, "Success": False, "Code": code, "ErrorMessage": err.message}
 
 
 def gateway_error_body(request_id: str, host_id: str, err: GatewayError) -> dict[str, Any]:
