@@ -1,0 +1,1 @@
+"""Links to devices: protocols that cameras and device agents speak to the cloud."""
