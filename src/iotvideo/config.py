@@ -25,6 +25,21 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = 500.0
     rate_limit_burst: int = 1000
     host_id: str = "iotvideo"
+    # Device link (MQTT). mqtt_mode "embedded" runs our broker on mqtt_port (and on
+    # mqtt_tls_port when a certificate is given); "external" connects to mqtt_broker_url
+    # as a privileged client instead (docs/device-protocol.md, "External broker").
+    mqtt_mode: str = "embedded"
+    mqtt_host: str | None = Field(default=None, description="Address the broker listens on; default: host.")
+    mqtt_port: int = 1883
+    mqtt_tls_port: int = 8883
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    mqtt_broker_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_broker_username: str | None = None
+    mqtt_broker_password: str | None = None
+    mqtt_share_group: str = "iotvideo"
+    # How long a cloud→device service call waits for the device's reply.
+    rpc_timeout_s: float = 5.0
     log_level: str = "info"
 
     def resolved_database_url(self) -> str:

@@ -10,11 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iotvideo import ids
+from iotvideo.bus import Bus, DeviceDeleted, DeviceDisabled
 from iotvideo.domain.clock import now_ms
 from iotvideo.domain.paging import Page, PageRequest
 from iotvideo.errors import BusinessError, not_found, tenant_auth_error
 from iotvideo.secretbox import SecretBox
-from iotvideo.store.schema import devices, plan_devices, products
+from iotvideo.store.schema import device_properties, devices, plan_devices, products
 
 STATUSES = ("UNACTIVE", "ONLINE", "OFFLINE", "DISABLE")
 
@@ -82,9 +83,10 @@ def _name_ok(name: str, what: str, max_len: int = 64) -> None:
 class Registry:
     """Creates and reads products and devices; every call is scoped to one tenant."""
 
-    def __init__(self, db: AsyncEngine, box: SecretBox) -> None:
+    def __init__(self, db: AsyncEngine, box: SecretBox, bus: Bus | None = None) -> None:
         self._db = db
         self._box = box
+        self._bus = bus or Bus()
 
     # --- products ---
     async def create_product(
@@ -179,7 +181,9 @@ class Registry:
         async with self._db.begin() as conn:
             iot_id = await resolve_iot_id(conn, tenant_id, ref)
             await conn.execute(delete(plan_devices).where(plan_devices.c.iot_id == iot_id))
+            await conn.execute(delete(device_properties).where(device_properties.c.iot_id == iot_id))
             await conn.execute(delete(devices).where(devices.c.iot_id == iot_id))
+        self._bus.publish(DeviceDeleted(iot_id))
 
     async def set_enabled(self, tenant_id: str, ref: DeviceRef, enabled: bool) -> None:
         """DisableThing / EnableThing. A re-enabled device is OFFLINE until it connects
@@ -195,6 +199,8 @@ class Registry:
             else:
                 status = "DISABLE"
             await conn.execute(update(devices).where(devices.c.iot_id == iot_id).values(enabled=enabled, status=status))
+        if not enabled:
+            self._bus.publish(DeviceDisabled(iot_id))
 
 
 def _duplicate_name() -> BusinessError:

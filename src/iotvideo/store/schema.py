@@ -132,3 +132,14 @@ plan_devices = Table(
     PrimaryKeyConstraint("kind", "iot_id", "stream_type", name="pk_plan_devices"),
     Index("ix_plan_devices_plan", "plan_id", "created_ms", "iot_id", "stream_type"),
 )
+
+# The latest value of each property a device posted (QueryDevicePropertyStatus).
+device_properties = Table(
+    "device_properties",
+    metadata,
+    Column("iot_id", String(64), ForeignKey("devices.iot_id", ondelete="CASCADE"), nullable=False),
+    Column("identifier", String(64), nullable=False),
+    Column("value", Text, nullable=False),  # JSON
+    Column("time_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("iot_id", "identifier", name="pk_device_properties"),
+)
