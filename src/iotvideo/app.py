@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from iotvideo.config import Settings
+from iotvideo.devicelink.node import DeviceEndpoint
 from iotvideo.openapi.gateway import Gateway, GatewayASGI
 from iotvideo.services import Services
 
@@ -22,17 +23,21 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        self.devices: DeviceEndpoint | None = None
         self.gateway: GatewayASGI | None = None
         self.web = Starlette(routes=[Route("/healthz", self.healthz)], lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self.services = await Services.open(self.settings)
+        self.devices = DeviceEndpoint(self.settings, self.services.link, self.services.device_state)
+        await self.devices.start()
         self.gateway = GatewayASGI(Gateway(self.services))
         try:
             yield
         finally:
             self.gateway = None
+            await self.devices.stop()
             await self.services.close()
 
     async def healthz(self, _request: Request) -> JSONResponse:

@@ -35,6 +35,12 @@ def serve(
     database_url: Optional[str] = DbUrl,
     host: Optional[str] = typer.Option(None, "--host", help="Address to listen on [default 127.0.0.1]."),
     http_port: Optional[int] = typer.Option(None, "--http-port", help="HTTP port of the API and console [default 8080]."),
+    mqtt_port: Optional[int] = typer.Option(None, "--mqtt-port", help="Device MQTT port [default 1883]."),
+    mqtt_tls_port: Optional[int] = typer.Option(None, "--mqtt-tls-port", help="Device MQTT over TLS port, used when --tls-cert is given [default 8883]."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate chain for MQTT over TLS."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
+    mqtt_mode: Optional[str] = typer.Option(None, "--mqtt-mode", help="embedded (default) or external."),
+    mqtt_broker_url: Optional[str] = typer.Option(None, "--mqtt-broker-url", help="External broker, mqtt://[user:pass@]host:port."),
 ) -> None:
     """Run the server until SIGTERM/SIGINT."""
     import uvicorn
@@ -42,7 +48,9 @@ def serve(
     from iotvideo.app import create_app
     from iotvideo.logs import setup_logging
 
-    s = settings(data_dir, database_url, host=host, http_port=http_port)
+    s = settings(data_dir, database_url, host=host, http_port=http_port, mqtt_port=mqtt_port,
+                 mqtt_tls_port=mqtt_tls_port, tls_cert=tls_cert, tls_key=tls_key, mqtt_mode=mqtt_mode,
+                 mqtt_broker_url=mqtt_broker_url)
     setup_logging(s.log_level)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the
     # handler it found installed; make that handler a clean exit (status 0), which also

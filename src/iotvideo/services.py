@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iotvideo.bus import Bus
 from iotvideo.config import Settings
+from iotvideo.devicelink.link import DeviceLink
+from iotvideo.domain.device_state import DeviceState
 from iotvideo.domain.devices import Registry
 from iotvideo.domain.lifecycle import Lifecycles
 from iotvideo.domain.plans import Plans
@@ -27,6 +30,9 @@ class Services:
     record_plans: Plans
     event_plans: Plans
     lifecycles: Lifecycles
+    bus: Bus
+    device_state: DeviceState
+    link: DeviceLink
 
     @classmethod
     async def open(cls, settings: Settings) -> "Services":
@@ -35,8 +41,13 @@ class Services:
         box = SecretBox(load_master_key(settings.data_dir, settings.master_key))
         db = create_engine(settings.resolved_database_url())
         await migrate(db)
-        return cls(settings, db, box, Tenants(db, box), Registry(db, box), Templates(db),
-                   Plans(db, "record"), Plans(db, "event"), Lifecycles(db))
+        bus = Bus()
+        state = DeviceState(db, box)
+        return cls(settings, db, box, Tenants(db, box), Registry(db, box, bus), Templates(db),
+                   Plans(db, "record"), Plans(db, "event"), Lifecycles(db), bus, state,
+                   DeviceLink(state, bus, settings.rpc_timeout_s))
 
     async def close(self) -> None:
+        await self.link.close()
+        await self.device_state.stop()
         await self.db.dispose()

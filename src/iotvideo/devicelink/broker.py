@@ -124,8 +124,7 @@ class Session(asyncio.Protocol):
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  (uvloop's is no asyncio.Transport subclass)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
         transport.set_write_buffer_limits(high=self.broker.limits.max_write_buffer)
@@ -374,6 +373,9 @@ class Broker:
             granted = max((q for f, q in s.subscriptions.items() if topic_matches(f, topic)), default=0)
             n += s.send(topic, payload, min(qos, granted))
         return n
+
+    def is_connected(self, key: str) -> bool:
+        return key in self.sessions
 
     def kick(self, key: str, reason: str) -> bool:
         s = self.sessions.get(key)

@@ -159,6 +159,24 @@ class Registry:
                 .where(devices.c.iot_id == iot_id))).one()
         return self._device(row)
 
+    async def address(self, tenant_id: str, ref: DeviceRef) -> tuple[str, str, str]:
+        """(IotId, ProductKey, DeviceName) of the caller's device, or 403."""
+        q = select(devices.c.iot_id, devices.c.tenant_id, devices.c.product_key, devices.c.device_name)
+        if ref.iot_id:
+            q = q.where(devices.c.iot_id == ref.iot_id)
+        else:
+            q = q.where(devices.c.product_key == ref.product_key, devices.c.device_name == ref.device_name)
+        async with self._db.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None or row.tenant_id != tenant_id:
+            raise tenant_auth_error()
+        return row.iot_id, row.product_key, row.device_name
+
+    async def check_product(self, tenant_id: str, product_key: str) -> None:
+        """403 ``tenant auth error`` unless the product is the caller's."""
+        async with self._db.connect() as conn:
+            await self._product_of_tenant(conn, tenant_id, product_key)
+
     def _device(self, r: Row) -> Device:  # type: ignore[type-arg]
         return Device(r.iot_id, r.product_key, r.product_name, r.device_name, self._box.open(r.secret_sealed),
                       r.nickname, r.status, r.ip_address, r.firmware_version, r.node_type, r.time_zone,
