@@ -17,3 +17,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   fi
   touch "$stamp"
 fi
+# The official device SDK needs paho-mqtt<2, which must not meet our own dependencies:
+# it gets an interpreter of its own, used by the tests as a separate process.
+if [ "$extras" = "test" ]; then
+  if [ ! -f .venv-linkkit/.installed ]; then
+    "$PY" -m venv .venv-linkkit
+    .venv-linkkit/bin/python -m pip install -q "aliyun-iot-linkkit>=1.2" "paho-mqtt<2"
+    touch .venv-linkkit/.installed
+  fi
+fi

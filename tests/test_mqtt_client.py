@@ -605,6 +605,7 @@ def test_ping_timeout_is_detected() -> None:
         async with FakeBroker(answer_ping=False) as broker:
             loop = asyncio.get_running_loop()
             client = await fake_client(broker, keepalive=1, ping_timeout=0.3)
+            assert client.ping_timeout == 0.3
             start = loop.time()
             await broker.expect(PingReq, timeout=2)
             assert 0.9 <= loop.time() - start < 1.5
@@ -619,6 +620,7 @@ def test_answered_pings_keep_the_connection_alive() -> None:
     async def body() -> None:
         async with FakeBroker() as broker:
             client = await fake_client(broker, keepalive=1)
+            assert client.ping_timeout == 5.0  # max(keepalive / 2, 5 s)
             await broker.expect(PingReq, timeout=2)
             await broker.expect(PingReq, timeout=2)  # answered, so pinging goes on
             assert client.is_connected
@@ -708,6 +710,23 @@ def test_protocol_violations_close_the_connection() -> None:
             broker.send(ConnAck())  # a second CONNACK
             reason = await asyncio.wait_for(client.wait_closed(), 1)
             assert "second CONNACK" in str(reason)
+
+    run(body())
+
+
+def test_disconnect_during_connect_and_before_connect() -> None:
+    async def body() -> None:
+        async with FakeBroker() as broker:
+            client = MqttClient()
+            connecting = asyncio.create_task(client.connect("127.0.0.1", broker.port, client_id="x", timeout=2))
+            await asyncio.sleep(0)
+            await asyncio.wait_for(client.disconnect(), 1)
+            with pytest.raises(MqttConnectionLost):
+                await asyncio.wait_for(connecting, 1)
+            assert client.closed.is_set() and not client.is_connected
+            never = MqttClient()
+            await never.disconnect()
+            assert never.closed.is_set()
 
     run(body())
 

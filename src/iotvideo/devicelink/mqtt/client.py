@@ -149,6 +149,11 @@ class MqttClient(asyncio.Protocol):
         """True between an accepted CONNACK and the loss of the connection."""
         return self._state == "connected"
 
+    @property
+    def ping_timeout(self) -> float:
+        """Seconds to wait for a PINGRESP: as configured, else ``max(keepalive / 2, 5)``."""
+        return self._ping_timeout if self._ping_timeout is not None else max(self._keepalive / 2, 5.0)
+
     async def connect(
         self,
         host: str,
@@ -267,7 +272,10 @@ class MqttClient(asyncio.Protocol):
             self.close_reason = MqttConnectionLost("never connected")
             self.closed.set()
             return
-        if self._state == "closed" or transport is None:
+        if self._state == "closed":
+            return
+        if self._state == "connecting" or transport is None:  # connect() in progress: make it fail
+            self.abort(MqttConnectionLost("disconnect() called during connect"))
             await self.closed.wait()
             return
         self._disconnecting = True
@@ -298,6 +306,8 @@ class MqttClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if self.close_reason is not None:  # abort() or disconnect() came while the socket was opening
+            transport.abort()
         transport.set_write_buffer_limits(high=self._write_high, low=self._write_low)
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
@@ -426,7 +436,7 @@ class MqttClient(asyncio.Protocol):
 
     async def _keepalive_loop(self) -> None:
         interval = self._keepalive
-        wait = self._ping_timeout if self._ping_timeout is not None else max(interval / 2, 5.0)
+        wait = self.ping_timeout
         loop = asyncio.get_running_loop()
         while self._state == "connected":
             await asyncio.sleep(interval)
