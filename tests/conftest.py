@@ -115,6 +115,7 @@ def start_server(backend: str, tmp: Path, extra_env: dict[str, str] | None = Non
         name = "iotvideo_test_" + secrets.token_hex(4)
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
         db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    tmp.mkdir(parents=True, exist_ok=True)
     port, mqtt_port = free_port(), free_port()
     log_path = tmp / "server.log"
     env = {**os.environ, "IOTVIDEO_LOG_LEVEL": "info", **(extra_env or {})}
