@@ -12,6 +12,7 @@ from typing import Optional, TypeVar
 
 import typer
 
+from iotvideo.agent.cli import camera as camera_command
 from iotvideo.config import Settings
 
 T = TypeVar("T")
@@ -19,6 +20,7 @@ T = TypeVar("T")
 app = typer.Typer(help="iotvideo: a self-hostable video cloud for IoT cameras.", no_args_is_help=True)
 admin = typer.Typer(help="Manage tenants and AccessKeys (works on the data directory directly).", no_args_is_help=True)
 app.add_typer(admin, name="admin")
+app.command("camera")(camera_command)
 
 DataDir = typer.Option(None, "--data-dir", help="Data directory [env IOTVIDEO_DATA_DIR, default ./data].")
 DbUrl = typer.Option(None, "--database-url", help="PostgreSQL URL [env IOTVIDEO_DATABASE_URL, default SQLite in the data dir].")
