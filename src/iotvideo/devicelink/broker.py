@@ -204,7 +204,8 @@ class Session(asyncio.Protocol):
             ident = await self.broker.hooks.authenticate(c, self.peer)
         except ConnectRefused as e:
             self.broker.stats.refused += 1
-            log.info("mqtt connect refused peer=%s code=%d reason=%s", self.peer, e.code, e.reason)
+            log.info("mqtt connect refused peer=%s client_id=%r username=%r code=%d reason=%s", self.peer,
+                     c.client_id[:128], (c.username or "")[:128], e.code, e.reason)
             self._write(encode(ConnAck(False, e.code)))
             self.close(f"refused: {e.reason}")
             return

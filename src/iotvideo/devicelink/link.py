@@ -136,7 +136,7 @@ class DeviceLink:
                 self._reply(ident, topic, e.msg_id or "0", e.code, None, e.message)
             return
         if isinstance(msg, alink.ReplyMsg):
-            self._resolve(msg)
+            self._resolve(ident, msg)
         elif isinstance(msg, alink.PropertyPostMsg):
             self._on_properties(ident, topic, msg)
         elif isinstance(msg, alink.EventPostMsg):
@@ -169,10 +169,15 @@ class DeviceLink:
         self._reply(ident, topic, msg.id, alink.CODE_OK, {}, "success")
         self.bus.publish(EventPosted(ident.key, msg.identifier, msg.value, msg.time or now_ms(), msg.id))
 
-    def _resolve(self, msg: alink.ReplyMsg) -> None:
+    def _resolve(self, ident: Identity, msg: alink.ReplyMsg) -> None:
+        # Only the device a call went to may answer it: message ids are predictable, and any
+        # device may publish replies with any id on its own topics.
         key = f"rrpc:{msg.rrpc_id}" if msg.rrpc_id else f"id:{msg.id}"
-        entry = self._pending.pop(key, None)
-        if entry is not None and not entry[1].done():
+        entry = self._pending.get(key)
+        if entry is None or entry[0] != ident.key:
+            return
+        del self._pending[key]
+        if not entry[1].done():
             entry[1].set_result(msg)
 
     def _spawn(self, coro: Any) -> None:

@@ -73,9 +73,15 @@ class DeviceState:
         if r is not None:
             cred = DeviceCredentials(r.iot_id, r.tenant_id, product_key, device_name,
                                      self._box.open(r.secret_sealed), bool(r.enabled), r.status)
-        if len(self._cache) > 200_000:
-            self._cache.clear()
-        self._cache[k] = (now + self.CREDENTIAL_CACHE_S, cred)
+        # Only an enabled device's credentials are cached: nothing announces EnableThing or a
+        # new registration, so a cached refusal (unknown or disabled) would keep refusing a
+        # device that may now connect until it expired.
+        if cred is not None and cred.enabled:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[k] = (now + self.CREDENTIAL_CACHE_S, cred)
+        else:
+            self._cache.pop(k, None)
         return cred
 
     def forget(self, product_key: str | None = None, device_name: str | None = None) -> None:
@@ -105,7 +111,9 @@ class DeviceState:
         self._wake.set()
 
     def mark_offline(self, iot_id: str) -> None:
-        self._online.pop(iot_id, None)
+        # A connect not yet written stays queued: flush() applies it before the disconnect,
+        # so a device that came and went within one flush interval is OFFLINE (and active),
+        # not left UNACTIVE.
         self._offline.add(iot_id)
         self._wake.set()
 
@@ -142,11 +150,11 @@ class DeviceState:
                         [{"b_iot_id": k} for k in offline])
         except Exception:
             # put them back (newer news wins) and let the caller retry
+            newer_online = set(self._online)
             for k, v in online.items():
-                if k not in self._offline:
-                    self._online.setdefault(k, v)
+                self._online.setdefault(k, v)
             for k in offline:
-                if k not in self._online:
+                if k not in newer_online:
                     self._offline.add(k)
             raise
 
