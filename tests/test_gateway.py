@@ -605,4 +605,4 @@ def test_random_params_never_5xx(server: ServerInfo) -> None:
             fresh_request_id(ET.fromstring(r.content).findtext("RequestId") or "")
 
     fire()
-    assert statuses.count(200) >= 10  # the fuzzer reached the handlers, not only the gateway
+    assert statuses.count(200) >= 5  # the fuzzer reached the handlers, not only the gateway
