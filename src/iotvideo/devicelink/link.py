@@ -175,6 +175,9 @@ class DeviceLink:
         key = f"rrpc:{msg.rrpc_id}" if msg.rrpc_id else f"id:{msg.id}"
         entry = self._pending.get(key)
         if entry is None or entry[0] != ident.key:
+            # Replies to async calls nobody waits for end here: keep the device's verdict.
+            log.info("device reply iot_id=%s id=%s service=%s code=%s message=%r", ident.key, msg.id,
+                     msg.identifier or "-", msg.code, (msg.message or "")[:200])
             return
         del self._pending[key]
         if not entry[1].done():

@@ -225,6 +225,8 @@ _SERVICES: list[dict[str, Any]] = [
         _param("StorageStatus", "storage status", _enum(_STORAGE_STATUS)),
         _param("StreamsPushing", "streams being pushed", _int(0, 16)),
         _param("UptimeSeconds", "uptime", _int(0, INT32_MAX, "s", "second")),
+        _param("ConnectedSince", "connected since (epoch s, 0 if not)", _int(0, INT32_MAX, "s", "second")),
+        _param("Source", "video source", _text(256)),
     ], call="sync"),
 ]
 
