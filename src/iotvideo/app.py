@@ -25,7 +25,10 @@ class Server:
         self.services: Services | None = None
         self.devices: DeviceEndpoint | None = None
         self.gateway: GatewayASGI | None = None
-        self.web = Starlette(routes=[Route("/healthz", self.healthz)], lifespan=self._lifespan)
+        self.web = Starlette(routes=[Route("/healthz", self.healthz),
+                                     Route("/mqtt/auth", self.mqtt_hook, methods=["POST"]),
+                                     Route("/mqtt/acl", self.mqtt_hook, methods=["POST"])],
+                             lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -43,6 +46,20 @@ class Server:
     async def healthz(self, _request: Request) -> JSONResponse:
         ready = self.gateway is not None
         return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    async def mqtt_hook(self, request: Request) -> JSONResponse:
+        """EMQX HTTP authentication / authorisation hooks (external broker mode only)."""
+        external = self.devices.external if self.devices is not None else None
+        if external is None:
+            return JSONResponse({"error": "not in external broker mode"}, status_code=404)
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"result": "deny"}, status_code=400)
+        hook = external.http_auth if request.url.path == "/mqtt/auth" else external.http_acl
+        return JSONResponse(await hook(body))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and self.gateway is not None:

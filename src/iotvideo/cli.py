@@ -163,20 +163,42 @@ def demo(
     data_dir: Optional[Path] = DataDir,
     host: Optional[str] = typer.Option(None, "--host"),
     http_port: Optional[int] = typer.Option(None, "--http-port"),
+    mqtt_port: Optional[int] = typer.Option(None, "--mqtt-port", help="[default 1883, or the next free port]"),
 ) -> None:
-    """Create a demo tenant, AccessKey, product and device (once), print them, and serve."""
-    from iotvideo.demo import prepare_demo
+    """Create a demo tenant, AccessKey, product and device (once), start the server and a
+    virtual camera (the device agent) connected to it, and print how to reach them."""
+    import os
+    import subprocess
+    import sys
+
+    from iotvideo.demo import first_free_port, prepare_demo
 
     s = settings(data_dir, None, host=host, http_port=http_port)
+    s.mqtt_port = mqtt_port or first_free_port(s.host, 1883)
     info = _with_services(s, lambda sv: prepare_demo(sv, s.data_dir))
     endpoint = f"{s.host}:{s.http_port}"
     typer.echo("iotvideo demo is starting:")
     typer.echo(f"  API endpoint    http://{endpoint}/   (Alibaba Cloud SDKs: endpoint='{endpoint}', protocol='http')")
     typer.echo(f"  AccessKeyId     {info['AccessKeyId']}")
     typer.echo(f"  AccessKeySecret {info['AccessKeySecret']}")
-    typer.echo(f"  Device          ProductKey={info['ProductKey']} DeviceName={info['DeviceName']} IotId={info['IotId']}")
+    typer.echo(f"  Device MQTT     {s.host}:{s.mqtt_port}")
+    typer.echo(f"  Camera          ProductKey={info['ProductKey']} DeviceName={info['DeviceName']} IotId={info['IotId']}"
+               " (a virtual camera is connecting now)")
     typer.echo(f"  (saved in {s.data_dir / 'demo.json'}; stop with Ctrl-C)")
-    serve(data_dir=s.data_dir, database_url=None, host=s.host, http_port=s.http_port)
+    camera = subprocess.Popen(
+        [sys.executable, "-m", "iotvideo.cli", "camera", "--server", s.host, "--mqtt-port", str(s.mqtt_port),
+         "--product-key", info["ProductKey"], "--device-name", info["DeviceName"], "--source", "virtual",
+         "--simulate-motion-every", "60"],
+        env={**os.environ, "IOTVIDEO_DEVICE_SECRET": info["DeviceSecret"]})
+    try:
+        serve(data_dir=s.data_dir, database_url=None, host=s.host, http_port=s.http_port, mqtt_port=s.mqtt_port,
+              mqtt_tls_port=None, tls_cert=None, tls_key=None, mqtt_mode=None, mqtt_broker_url=None)
+    finally:
+        camera.terminate()
+        try:
+            camera.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            camera.kill()
 
 
 def main() -> None:

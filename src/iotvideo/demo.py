@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 from iotvideo.services import Services
@@ -27,3 +28,15 @@ async def prepare_demo(sv: Services, data_dir: Path) -> dict[str, str]:
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=2)
     return info
+
+
+def first_free_port(host: str, start: int, tries: int = 50) -> int:
+    """``start`` if nothing listens there, else the next port that is free."""
+    for port in range(start, start + tries):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + tries - 1}")

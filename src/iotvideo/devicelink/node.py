@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import TYPE_CHECKING
 
 from iotvideo.config import Settings
 from iotvideo.devicelink.broker import Broker
 from iotvideo.devicelink.link import DeviceLink
 from iotvideo.domain.device_state import DeviceState
+
+if TYPE_CHECKING:
+    from iotvideo.devicelink.external import ExternalBroker
 
 log = logging.getLogger("iotvideo.devicelink")
 
@@ -22,7 +26,7 @@ class DeviceEndpoint:
         self.link = link
         self.state = state
         self.broker: Broker | None = None
-        self.external = None  # type: ignore[var-annotated]
+        self.external: ExternalBroker | None = None
         self.ports: dict[str, int] = {}
 
     async def start(self) -> None:

@@ -8,7 +8,7 @@ import logging
 import random
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 from .packets import (
     CONNACK_ACCEPTED,
@@ -304,7 +304,9 @@ class MqttClient(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not isinstance(transport, asyncio.Transport): uvloop's transports (the server's loop)
+        # implement that interface without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         if self.close_reason is not None:  # abort() or disconnect() came while the socket was opening
             transport.abort()
