@@ -1,0 +1,389 @@
+"""RTMP chunk streams: ``ChunkReader`` reassembles messages from chunks, ``ChunkWriter`` splits them.
+
+The reader keeps per-chunk-stream header state (formats 0–3, extended timestamps), applies Set
+Chunk Size and Abort itself, and never holds more than one partial chunk header (≤ 22 bytes)
+plus the bodies of messages in progress, whose declared sizes are bounded. Chunk payload is
+consumed as it arrives, so a large chunk size costs no extra buffering.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_CHUNK_SIZE",
+    "ChunkError",
+    "ChunkReader",
+    "ChunkWriter",
+    "RawMessage",
+    "chunk_basic_header",
+]
+
+DEFAULT_CHUNK_SIZE: Final = 128
+MAX_CHUNK_SIZE: Final = 16 * 1024 * 1024
+"""Largest chunk size we use; larger announced sizes (legal up to 2^31-1) act like this one,
+since a message (24-bit length) never exceeds it."""
+DEFAULT_MAX_MESSAGE_SIZE: Final = 8 * 1024 * 1024
+DEFAULT_MAX_CHUNK_STREAMS: Final = 64
+_MAX_HEADER: Final = 3 + 11 + 4  # basic header + type-0 message header + extended timestamp
+_SET_CHUNK_SIZE: Final = 1
+_ABORT: Final = 2
+_U32: Final = struct.Struct(">I")
+
+
+class ChunkError(ValueError):
+    """Malformed chunk stream, or one over the configured limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One reassembled RTMP message: type id, message stream id, 32-bit timestamp (ms), body."""
+
+    type_id: int
+    stream_id: int
+    timestamp: int
+    payload: bytes = field(repr=False)
+
+
+class _InStream:
+    """Header state of one incoming chunk stream, and its message in progress."""
+
+    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext", "ext_value", "remaining", "body")
+
+    def __init__(self) -> None:
+        self.timestamp = 0
+        self.delta = 0  # the last type 0/1/2 timestamp field: what a new type-3 message adds
+        self.length = 0
+        self.type_id = 0
+        self.stream_id = 0
+        self.ext = False  # the last type 0/1/2 header carried an extended timestamp
+        self.ext_value = 0
+        self.remaining = 0  # bytes still expected for the message in progress (0: none)
+        self.body: bytearray | None = None
+
+
+class ChunkReader:
+    """Feed it bytes after the handshake; get back whole messages (``RawMessage``) in order.
+
+    Limits: a message longer than ``max_message_size``, more than ``max_chunk_streams`` chunk
+    stream ids, or declared sizes of messages in progress summing above ``max_pending_bytes``
+    raise ``ChunkError``. After an error the reader is dead: every later ``feed`` raises again.
+    """
+
+    __slots__ = (
+        "chunk_size",
+        "max_message_size",
+        "max_chunk_streams",
+        "max_pending_bytes",
+        "_streams",
+        "_head",
+        "_cur",
+        "_chunk_left",
+        "_pending",
+        "_error",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
+        max_pending_bytes: int | None = None,
+    ) -> None:
+        self.chunk_size = DEFAULT_CHUNK_SIZE
+        self.max_message_size = max_message_size
+        self.max_chunk_streams = max_chunk_streams
+        self.max_pending_bytes = 2 * max_message_size if max_pending_bytes is None else max_pending_bytes
+        self._streams: dict[int, _InStream] = {}
+        self._head = bytearray()  # a chunk header split across feeds
+        self._cur: _InStream | None = None  # stream whose chunk payload is being read
+        self._chunk_left = 0
+        self._pending = 0
+        self._error: ChunkError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: a partial chunk header plus the bodies of messages in progress."""
+        return len(self._head) + sum(len(s.body) for s in self._streams.values() if s.body is not None)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[RawMessage]:
+        """Consume ``data``; return the messages it completes. Raises ``ChunkError``."""
+        if self._error is not None:
+            raise self._error
+        out: list[RawMessage] = []
+        try:
+            with memoryview(data) as raw, raw.cast("B") as view:
+                self._feed(view, out)
+        except ChunkError as exc:
+            self._error = exc
+            self._streams.clear()
+            self._head.clear()
+            raise
+        return out
+
+    def _feed(self, view: memoryview, out: list[RawMessage]) -> None:
+        n = len(view)
+        pos = 0
+        if self._head:
+            head = self._head
+            old = len(head)
+            head += view[:_MAX_HEADER]
+            with memoryview(head) as hv:
+                size = self._header(hv, 0, len(head), out)
+            if size is None:  # still incomplete: all of ``view`` went into ``head``
+                return
+            if size < old:  # a peeked extended timestamp was absent: held bytes are payload
+                rest = bytes(head[size:old])
+                head.clear()
+                self._feed(memoryview(rest), out)
+                self._feed(view, out)
+                return
+            pos = size - old
+            head.clear()
+        while True:
+            if self._chunk_left:
+                pos = self._payload(view, pos, n, out)
+                if self._chunk_left:
+                    return
+            if pos >= n:
+                return
+            size = self._header(view, pos, n, out)
+            if size is None:
+                self._head += view[pos:]
+                return
+            pos += size
+
+    def _payload(self, view: memoryview, pos: int, n: int, out: list[RawMessage]) -> int:
+        st = self._cur
+        assert st is not None
+        take = min(self._chunk_left, n - pos)
+        end = pos + take
+        if st.body is None:
+            if take == st.remaining:  # the whole message is here: one copy
+                self._chunk_left = 0
+                st.remaining = 0
+                self._complete(st, bytes(view[pos:end]), out)
+                return end
+            st.body = bytearray(view[pos:end])
+        else:
+            st.body += view[pos:end]
+        self._chunk_left -= take
+        st.remaining -= take
+        if not st.remaining:
+            body = st.body
+            st.body = None
+            self._complete(st, bytes(body), out)
+        return end
+
+    def _complete(self, st: _InStream, payload: bytes, out: list[RawMessage]) -> None:
+        self._pending -= st.length
+        type_id = st.type_id
+        if type_id == _SET_CHUNK_SIZE or type_id == _ABORT:
+            if len(payload) < 4:
+                raise ChunkError(f"control message type {type_id} shorter than 4 bytes")
+            value = _U32.unpack_from(payload)[0]
+            if type_id == _SET_CHUNK_SIZE:
+                if value & 0x80000000 or not value:
+                    raise ChunkError(f"invalid chunk size {value}")
+                self.chunk_size = min(value, MAX_CHUNK_SIZE)
+            else:
+                aborted = self._streams.get(value)
+                if aborted is not None and aborted.remaining:
+                    self._pending -= aborted.length
+                    aborted.remaining = 0
+                    aborted.body = None
+        out.append(RawMessage(type_id, st.stream_id, st.timestamp, payload))
+
+    def _header(self, mv: memoryview, pos: int, end: int, out: list[RawMessage]) -> int | None:
+        """Parse and apply the chunk header at ``pos``; return its size, or None (state untouched) if incomplete."""
+        b0 = mv[pos]
+        fmt = b0 >> 6
+        csid = b0 & 0x3F
+        i = pos + 1
+        if csid == 0:
+            if i >= end:
+                return None
+            csid = 64 + mv[i]
+            i += 1
+        elif csid == 1:
+            if i + 2 > end:
+                return None
+            csid = 64 + mv[i] + (mv[i + 1] << 8)
+            i += 2
+        st = self._streams.get(csid)
+        field = length = type_id = stream_id = 0
+        ext = False
+        if fmt == 3:
+            if st is None:
+                raise ChunkError(f"type-3 chunk on chunk stream {csid} before any header")
+            if st.ext:
+                # Spec: a type-3 chunk repeats the extended timestamp of the stream's last header.
+                # Some encoders leave it out; accept it only when it matches what it must repeat.
+                if i + 4 > end:
+                    return None
+                value = _U32.unpack_from(mv, i)[0]
+                if value == st.ext_value or value == st.timestamp:
+                    i += 4
+        else:
+            size = 11 if fmt == 0 else 7 if fmt == 1 else 3
+            if i + size > end:
+                return None
+            field = (mv[i] << 16) | (mv[i + 1] << 8) | mv[i + 2]
+            if fmt < 2:
+                length = (mv[i + 3] << 16) | (mv[i + 4] << 8) | mv[i + 5]
+                type_id = mv[i + 6]
+                if fmt == 0:
+                    stream_id = mv[i + 7] | (mv[i + 8] << 8) | (mv[i + 9] << 16) | (mv[i + 10] << 24)
+            i += size
+            if field == 0xFFFFFF:
+                if i + 4 > end:
+                    return None
+                field = _U32.unpack_from(mv, i)[0]
+                ext = True
+                i += 4
+            if st is None:
+                if fmt == 2:
+                    raise ChunkError(f"type-2 chunk on chunk stream {csid} before any length")
+                if len(self._streams) >= self.max_chunk_streams:
+                    raise ChunkError(f"more than {self.max_chunk_streams} chunk streams")
+                st = self._streams[csid] = _InStream()
+        # The header is complete: apply it.
+        self._cur = st
+        if st.remaining:
+            if fmt == 3:  # continuation of the message in progress
+                self._chunk_left = min(self.chunk_size, st.remaining)
+                return i - pos
+            # A new header in the middle of a message: drop the partial message, as FFmpeg does.
+            self._pending -= st.length
+            st.remaining = 0
+            st.body = None
+        if fmt == 0:
+            st.timestamp = field
+            st.delta = field
+            st.length = length
+            st.type_id = type_id
+            st.stream_id = stream_id
+        elif fmt == 3:
+            st.timestamp = (st.timestamp + st.delta) & 0xFFFFFFFF
+        else:
+            st.timestamp = (st.timestamp + field) & 0xFFFFFFFF
+            st.delta = field
+            if fmt == 1:
+                st.length = length
+                st.type_id = type_id
+        if fmt < 3:
+            st.ext = ext
+            st.ext_value = field
+        length = st.length
+        if length > self.max_message_size:
+            raise ChunkError(f"message of {length} bytes exceeds max_message_size {self.max_message_size}")
+        self._pending += length
+        if self._pending > self.max_pending_bytes:
+            raise ChunkError(f"messages in progress exceed {self.max_pending_bytes} bytes")
+        if not length:
+            self._chunk_left = 0
+            self._complete(st, b"", out)
+        else:
+            st.remaining = length
+            self._chunk_left = min(self.chunk_size, length)
+        return i - pos
+
+
+def chunk_basic_header(fmt: int, csid: int) -> bytes:
+    """The 1–3 byte basic header for chunk stream ids 2..65599."""
+    if 2 <= csid <= 63:
+        return bytes(((fmt << 6) | csid,))
+    if 64 <= csid <= 319:
+        return bytes((fmt << 6, csid - 64))
+    if 320 <= csid <= 65599:
+        return bytes(((fmt << 6) | 1, (csid - 64) & 0xFF, (csid - 64) >> 8))
+    raise ValueError(f"chunk stream id {csid} out of range 2..65599")
+
+
+class _OutStream:
+    __slots__ = ("stream_id", "length", "type_id", "timestamp", "delta", "basic3")
+
+    def __init__(self, basic3: bytes) -> None:
+        self.stream_id = -1
+        self.length = -1
+        self.type_id = -1
+        self.timestamp = 0
+        self.delta = -1  # -1: the last header was type 0, so a new type-3 message is avoided
+        self.basic3 = basic3
+
+
+class ChunkWriter:
+    """Splits messages into chunks of ``chunk_size`` with header compression per chunk stream.
+
+    A new message uses type 0 on a fresh chunk stream, a new message stream id or a timestamp
+    going backwards; type 1 when length or type changed; type 3 when it repeats the previous
+    type-1/2 delta exactly; type 2 otherwise. After a type-0 header the next message is never
+    type 3 (readers disagree on what it would add). Continuation chunks are type 3 and repeat
+    the extended timestamp when there is one.
+    """
+
+    __slots__ = ("chunk_size", "_streams")
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.chunk_size = chunk_size
+        self._streams: dict[int, _OutStream] = {}
+
+    def write(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
+        """The chunks carrying one message, as one ``bytes``."""
+        length = len(payload)
+        if length > 0xFFFFFF:
+            raise ValueError(f"message of {length} bytes exceeds the 24-bit length field")
+        timestamp &= 0xFFFFFFFF
+        st = self._streams.get(csid)
+        if st is None:
+            st = self._streams[csid] = _OutStream(chunk_basic_header(3, csid))
+        if st.stream_id != stream_id or timestamp < st.timestamp:
+            fmt = 0
+            field = timestamp
+        else:
+            field = timestamp - st.timestamp
+            if length != st.length or type_id != st.type_id:
+                fmt = 1
+            elif field == st.delta:
+                fmt = 3
+            else:
+                fmt = 2
+        ext = field >= 0xFFFFFF
+        f24 = 0xFFFFFF if ext else field
+        if fmt == 0:
+            header = (
+                chunk_basic_header(0, csid)
+                + ((f24 << 32) | (length << 8) | type_id).to_bytes(7, "big")
+                + stream_id.to_bytes(4, "little")
+            )
+        elif fmt == 1:
+            header = chunk_basic_header(1, csid) + ((f24 << 32) | (length << 8) | type_id).to_bytes(7, "big")
+        elif fmt == 2:
+            header = chunk_basic_header(2, csid) + f24.to_bytes(3, "big")
+        else:
+            header = st.basic3
+        if ext:
+            header += _U32.pack(field)
+        st.stream_id = stream_id
+        st.length = length
+        st.type_id = type_id
+        st.timestamp = timestamp
+        st.delta = -1 if fmt == 0 else field
+        size = self.chunk_size
+        if length <= size:
+            return header + payload
+        cont = st.basic3 + _U32.pack(field) if ext else st.basic3
+        mv = memoryview(payload)
+        parts: list[bytes | memoryview] = [header, mv[:size]]
+        for off in range(size, length, size):
+            parts.append(cont)
+            parts.append(mv[off : off + size])
+        return b"".join(parts)
+
+    def forget(self, csid: int) -> None:
+        """Drop the header state of ``csid`` (its next message starts with a type-0 header)."""
+        self._streams.pop(csid, None)
