@@ -1,0 +1,861 @@
+"""The per-stream hub: one publisher's ``MediaFrame``s fanned out to players, sinks and the recorder.
+
+A ``StreamHub`` knows nothing of protocols or storage. A server (RTMP ingest) attaches a
+``Publisher`` and calls its synchronous ``publish(frame)``; outputs take a ``Subscription``
+(an async iterator of frames with a bounded queue) or a synchronous sink (the shared
+LL-HLS packager, ``HlsSink``). The hub keeps the codec configurations and the current
+GOP (optionally more, for event pre-roll), so a new player starts on a key frame at once.
+A subscriber that falls behind its bound loses its queue and resumes at the next key
+frame; the publisher and the other subscribers never wait for it. ``HubRegistry`` holds
+the hubs of a node and says when a stream has had no players for a while.
+
+Everything here runs on one asyncio loop: call it from the loop's thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
+from .frames import Codec, MediaFrame
+from .hls import HlsConfig, HlsPackager
+
+__all__ = [
+    "HlsSink",
+    "HubClosed",
+    "HubConfig",
+    "HubKey",
+    "HubRegistry",
+    "HubStats",
+    "Publisher",
+    "PublisherConflict",
+    "StreamHub",
+    "StreamKey",
+    "Subscription",
+]
+
+log = logging.getLogger("iotvideo.media.hub")
+
+MiB: Final = 1 << 20
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKey:
+    """A device's live stream: ``stream_type`` 0 is the main stream, 1 the sub stream."""
+
+    iot_id: str
+    stream_type: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.iot_id}/{self.stream_type}"
+
+    @classmethod
+    def parse(cls, path: str) -> StreamKey:
+        """``"{iot_id}/{stream_type}"`` back to a key; ValueError if it is not one."""
+        iot_id, sep, stream_type = path.rpartition("/")
+        if not sep or not iot_id or not stream_type.isdigit():
+            raise ValueError(f"not a stream key: {path!r}")
+        return cls(iot_id, int(stream_type))
+
+
+HubKey = StreamKey | str
+
+
+class PublisherConflict(Exception):
+    """The stream already has an active publisher and this hub refuses a second one."""
+
+
+class HubClosed(Exception):
+    """The hub was removed from its registry: no more publishers or subscribers."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Cache bounds and publisher policy. Sizes in bytes, durations in milliseconds."""
+
+    gop_max_bytes: int = 8 * MiB  # a GOP larger than this is not cached (players wait for the next key frame)
+    gop_max_ms: int = 10_000  # nor one longer than this
+    preroll_ms: int = 0  # complete GOPs kept beyond the current one, for event pre-roll
+    cache_max_bytes: int = 32 * MiB  # all GOPs held, current included (older ones go first)
+    queue_max_bytes: int = 4 * MiB  # a subscriber's default bound
+    replace_publisher: bool = False  # a second publisher replaces the first (else it is refused)
+
+
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """A snapshot of one hub. Times are Unix seconds; rates bits per second."""
+
+    key: str
+    publishing: bool
+    started_at: float | None
+    last_frame_at: float | None
+    frames_in: int
+    bytes_in: int
+    bitrate_bps: float
+    subscribers: int
+    sinks: int
+    dropped_frames: int  # summed over the current subscribers
+    video_codec: Codec | None
+    audio_codec: Codec | None
+    codecs: tuple[str, ...]  # RFC 6381 strings, from the configuration records
+    width: int | None
+    height: int | None
+    sample_rate: int | None
+    channels: int | None
+    gop_frames: int
+    cache_bytes: int
+
+
+@dataclass(slots=True)
+class _Gop:
+    configs: tuple[MediaFrame, ...]  # in effect at its key frame
+    start_dts: int
+    frames: list[MediaFrame]
+    nbytes: int
+
+
+@dataclass(eq=False, slots=True)
+class _Sink:
+    feed: Callable[[MediaFrame], object]
+    on_end: Callable[[], object] | None
+    errors: int = 0
+
+
+def _same_config(a: MediaFrame | None, b: MediaFrame | None) -> bool:
+    return a is b or (a is not None and b is not None and a.codec is b.codec and a.data == b.data)
+
+
+class Subscription:
+    """One consumer's view of a hub: ``async for frame in sub`` (or ``await sub.get()``).
+
+    The queue holds at most ``max_queue_bytes`` of media (plus the burst it started with)
+    and, if set, ``max_queue_ms`` of stream time. Past either bound the subscriber is
+    lagging: the queue is dropped (``dropped_frames`` counts them) and delivery resumes at
+    the next key frame, preceded by the codec configurations if they changed.
+    """
+
+    __slots__ = (
+        "hub", "max_queue_bytes", "max_queue_ms", "dropped_frames", "lag_count",
+        "_q", "_bytes", "_burst", "_waiting", "_lagging", "_ended", "_waiter", "_sent", "_taken",
+    )
+
+    def __init__(self, hub: StreamHub, max_queue_bytes: int, max_queue_ms: int | None) -> None:
+        self.hub = hub
+        self.max_queue_bytes = max_queue_bytes
+        self.max_queue_ms = max_queue_ms
+        self.dropped_frames = 0
+        self.lag_count = 0
+        self._q: deque[MediaFrame] = deque()
+        self._bytes = 0
+        self._burst = 0  # bytes of the initial GOP still queued: allowed over the bound
+        self._waiting = True  # dropping media until a key frame
+        self._lagging = False
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        # the latest video and audio configurations queued, and those the consumer has taken
+        self._sent: dict[bool, MediaFrame] = {}
+        self._taken: dict[bool, MediaFrame] = {}
+
+    # --- consumer side --------------------------------------------------------------
+
+    @property
+    def lagging(self) -> bool:
+        """Fell behind and is waiting for the next key frame."""
+        return self._lagging
+
+    @property
+    def ended(self) -> bool:
+        """No frame will come any more (the stream ended, or ``close()``), and none is queued."""
+        return self._ended and not self._q
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._q)
+
+    async def get(self) -> MediaFrame | None:
+        """The next frame, waiting for it; ``None`` once the stream has ended."""
+        while not self._q:
+            if self._ended:
+                return None
+            await self._wait()
+        return self._pop()
+
+    async def batch(self) -> list[MediaFrame]:
+        """Every queued frame (waiting for at least one): one socket write per wake-up. Empty at the end."""
+        while not self._q:
+            if self._ended:
+                return []
+            await self._wait()
+        out: list[MediaFrame] = []
+        while self._q:
+            out.append(self._pop())
+        return out
+
+    def get_nowait(self) -> MediaFrame | None:
+        """The next queued frame, or ``None`` if there is none right now."""
+        return self._pop() if self._q else None
+
+    def close(self) -> None:
+        """Leave the stream (a player disconnected). Iteration stops."""
+        if self._ended and self not in self.hub._subs:
+            self._q.clear()
+            return
+        self._ended = True
+        self._q.clear()
+        self._bytes = self._burst = 0
+        self._wake()
+        self.hub._unsubscribe(self, left=True)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> MediaFrame:
+        frame = await self.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _pop(self) -> MediaFrame:
+        frame = self._q.popleft()
+        self._bytes -= len(frame.data)
+        if self._burst > self._bytes:
+            self._burst = self._bytes
+        if frame.is_config:
+            self._taken[frame.is_video] = frame
+        return frame
+
+    # --- hub side -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _prime(self, frames: list[MediaFrame]) -> None:
+        """Start with a cached GOP (configurations first); it may exceed the bound once."""
+        self._q.extend(frames)
+        self._bytes = self._burst = sum(len(f.data) for f in frames)
+        for f in frames:
+            if f.is_config:
+                self._sent[f.is_video] = f
+        self._waiting = False
+        self._wake()
+
+    def _offer(self, frame: MediaFrame, sync: bool) -> None:
+        """Called by the hub for each frame published; never blocks."""
+        if self._waiting:
+            if not sync:
+                if self._lagging and not frame.is_config:
+                    self.dropped_frames += 1
+                return
+            self._resume()
+        elif not frame.is_config and self._over_bound(frame):
+            self._lag()
+            if not sync:
+                self.dropped_frames += 1
+                return
+            self._resume()
+        elif frame.is_config:
+            self._sent[frame.is_video] = frame
+        self._q.append(frame)
+        self._bytes += len(frame.data)
+        self._wake()
+
+    def _over_bound(self, frame: MediaFrame) -> bool:
+        if self._bytes + len(frame.data) > self.max_queue_bytes + self._burst:
+            return True
+        limit, q = self.max_queue_ms, self._q
+        if limit is None or not q:
+            return False
+        head = q[0]
+        for i in (1, 2):  # skip the configurations a resume puts first (their times are old)
+            if not head.is_config or len(q) <= i:
+                break
+            head = q[i]
+        return not head.is_config and frame.dts - head.dts > limit
+
+    def _lag(self) -> None:
+        self.dropped_frames += sum(1 for f in self._q if not f.is_config)
+        self.lag_count += 1
+        self._q.clear()
+        self._bytes = self._burst = 0
+        self._waiting = self._lagging = True
+        self._sent = dict(self._taken)
+
+    def _resume(self) -> None:
+        """At a key frame: queue the current configurations the consumer will otherwise lack."""
+        self._waiting = self._lagging = False
+        for is_video, current in ((True, self.hub._video_cfg), (False, self.hub._audio_cfg)):
+            if current is not None and not _same_config(current, self._sent.get(is_video)):
+                self._sent[is_video] = current
+                self._q.append(current)
+                self._bytes += len(current.data)
+
+    def _end(self) -> None:
+        """The stream ended: deliver what is queued, then stop."""
+        self._ended = True
+        self._waiting = False
+        self._wake()
+
+
+class Publisher:
+    """The one source of a hub's frames. ``publish`` is synchronous and never blocks."""
+
+    __slots__ = ("hub", "on_evicted", "_active")
+
+    def __init__(self, hub: StreamHub, on_evicted: Callable[[], object] | None) -> None:
+        self.hub = hub
+        self.on_evicted = on_evicted  # replaced by another publisher, or the hub was removed
+        self._active = True
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def publish(self, frame: MediaFrame) -> bool:
+        """Hand one frame to the hub; False (and ignored) once this publisher is no longer active."""
+        if not self._active:
+            return False
+        self.hub._publish(frame)
+        return True
+
+    def close(self) -> None:
+        """The publisher left: every subscription ends once drained; sinks are told."""
+        if self._active:
+            self._active = False
+            self.hub._publisher_gone(self)
+
+    def _evict(self) -> None:
+        self._active = False
+        if self.on_evicted is not None:
+            _call(self.on_evicted)
+
+
+def _call(fn: Callable[..., object], *args: object) -> None:
+    """Run an owner's callback; its failure is logged and never reaches the publisher."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("hub callback %r failed", fn)
+
+
+class StreamHub:
+    """One live stream: a publisher, the cached configurations and GOPs, subscribers and sinks."""
+
+    def __init__(
+        self,
+        key: HubKey,
+        config: HubConfig | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        on_last_player_left: Callable[[StreamHub, float], object] | None = None,
+        on_publisher_gone: Callable[[StreamHub], object] | None = None,
+    ) -> None:
+        self.key = key
+        self.path = str(key)
+        self.config = config or HubConfig()
+        self.on_last_player_left = on_last_player_left  # (hub, clock time) when the last subscriber closes
+        self.on_publisher_gone = on_publisher_gone
+        self.idle_after_s: float | None = None  # overrides the registry's idle time for this stream
+        self.closed = False
+        self.hls: HlsSink | None = None
+        self._clock = clock
+        self._wall = wall_clock
+        self._publisher: Publisher | None = None
+        self._subs: dict[Subscription, None] = {}
+        self._subs_t: tuple[Subscription, ...] = ()
+        self._sinks_t: tuple[_Sink, ...] = ()
+        self._video_cfg: MediaFrame | None = None
+        self._audio_cfg: MediaFrame | None = None
+        self._has_video = False
+        self._gops: deque[_Gop] = deque()
+        self._cache_bytes = 0
+        self.idle_since: float | None = clock()  # clock time since when nobody watches; None while someone does
+        self._reset_stats()
+
+    def _reset_stats(self) -> None:
+        self._frames_in = 0
+        self._bytes_in = 0
+        self._started_mono: float | None = None
+        self._started_wall: float | None = None
+        self._last_frame_mono: float | None = None
+        self._rate_start = 0.0
+        self._rate_bytes = 0
+        self._bitrate = 0.0
+        self._video_codec: Codec | None = None
+        self._audio_codec: Codec | None = None
+        self._codec_strings: dict[bool, str] = {}
+        self._size: tuple[int, int] | None = None
+        self._audio_format: tuple[int, int] | None = None
+
+    # --- publisher ------------------------------------------------------------------
+
+    @property
+    def publisher(self) -> Publisher | None:
+        return self._publisher
+
+    @property
+    def publishing(self) -> bool:
+        return self._publisher is not None
+
+    def attach_publisher(
+        self, *, replace: bool | None = None, on_evicted: Callable[[], object] | None = None
+    ) -> Publisher:
+        """Become the stream's source. With another publisher active, replace it (``replace``,
+        default ``config.replace_publisher``: its ``on_evicted`` runs) or raise ``PublisherConflict``."""
+        if self.closed:
+            raise HubClosed(self.path)
+        old = self._publisher
+        if old is not None:
+            if not (self.config.replace_publisher if replace is None else replace):
+                raise PublisherConflict(self.path)
+            old._evict()
+            for sub in self._subs_t:  # the new source starts on its own key frame
+                if not sub._ended:
+                    sub._waiting = True
+        self._publisher = Publisher(self, on_evicted)
+        self._video_cfg = self._audio_cfg = None
+        self._has_video = False
+        self._clear_cache()
+        self._reset_stats()
+        self._started_mono = self._clock()
+        self._started_wall = self._wall()
+        self._rate_start = self._started_mono
+        return self._publisher
+
+    def _publish(self, frame: MediaFrame) -> None:
+        now = self._clock()
+        size = len(frame.data)
+        self._frames_in += 1
+        self._bytes_in += size
+        self._last_frame_mono = now
+        self._rate_bytes += size
+        if now - self._rate_start >= 1.0:
+            rate = self._rate_bytes * 8 / (now - self._rate_start)
+            self._bitrate = rate if self._bitrate == 0.0 else 0.5 * self._bitrate + 0.5 * rate
+            self._rate_start, self._rate_bytes = now, 0
+        if frame.is_config:
+            if frame.is_video:
+                if _same_config(self._video_cfg, frame):
+                    return
+                self._video_cfg = frame
+                self._has_video = True
+            else:
+                if _same_config(self._audio_cfg, frame):
+                    return
+                self._audio_cfg = frame
+            self._describe(frame)
+            if self._gops:
+                self._cache(frame)
+            sync = False
+        elif frame.is_video:
+            self._has_video = True
+            sync = frame.keyframe
+            if sync:
+                self._new_gop(frame)
+            elif self._gops:
+                self._cache(frame)
+            if self._video_codec is not frame.codec:
+                self._video_codec = frame.codec
+        else:
+            sync = not self._has_video  # in an audio-only stream every frame is a starting point
+            if self._gops:
+                self._cache(frame)
+            if self._audio_codec is not frame.codec:
+                self._audio_codec = frame.codec
+                if frame.sample_rate and frame.codec is not Codec.AAC:
+                    self._audio_format = (frame.sample_rate, frame.channels)
+        for sink in self._sinks_t:
+            try:
+                sink.feed(frame)
+            except Exception:
+                sink.errors += 1
+                if sink.errors == 1:
+                    log.exception("stream %s: a sink failed (further failures are only counted)", self.path)
+        for sub in self._subs_t:
+            sub._offer(frame, sync)
+
+    def _describe(self, frame: MediaFrame) -> None:
+        """Codec, picture size and audio format from a configuration record, for ``stats``."""
+        try:
+            if frame.codec is Codec.H264 or frame.codec is Codec.H265:
+                v = parse_avc_config(frame.data) if frame.codec is Codec.H264 else parse_hevc_config(frame.data)
+                self._video_codec, self._size = frame.codec, (v.width, v.height)
+                self._codec_strings[True] = v.codec_string
+            elif frame.codec is Codec.AAC:
+                a = parse_aac_config(frame.data)
+                self._audio_codec, self._audio_format = frame.codec, (a.sample_rate, a.channels)
+                self._codec_strings[False] = a.codec_string
+        except Exception as e:  # a malformed record from the publisher: players will find out
+            log.debug("stream %s: unparsable %s configuration: %s", self.path, frame.codec.value, e)
+
+    def _publisher_gone(self, publisher: Publisher) -> None:
+        if publisher is not self._publisher:
+            return
+        self._publisher = None
+        self._end_outputs(sinks=True)
+        if self.on_publisher_gone is not None:
+            _call(self.on_publisher_gone, self)
+
+    def _end_outputs(self, sinks: bool) -> None:
+        self._clear_cache()
+        for sink in self._sinks_t if sinks else ():
+            if sink.on_end is not None:
+                _call(sink.on_end)
+        subs = self._subs_t
+        self._subs.clear()
+        self._subs_t = ()
+        for sub in subs:
+            sub._end()
+        if subs:
+            self.idle_since = self._clock()
+
+    def close(self) -> None:
+        """Remove the stream: evict the publisher, end subscriptions and sinks, refuse newcomers."""
+        if self.closed:
+            return
+        self.closed = True
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher._evict()
+        self._end_outputs(sinks=publisher is not None)
+        self._sinks_t = ()
+
+    # --- cache ----------------------------------------------------------------------
+
+    def _clear_cache(self) -> None:
+        self._gops.clear()
+        self._cache_bytes = 0
+
+    def _new_gop(self, key: MediaFrame) -> None:
+        configs = tuple(c for c in (self._video_cfg, self._audio_cfg) if c is not None)
+        gops = self._gops
+        gops.append(_Gop(configs, key.dts, [key], len(key.data)))
+        self._cache_bytes += len(key.data)
+        keep_from = key.dts - self.config.preroll_ms
+        while len(gops) > 1 and (gops[1].start_dts <= keep_from or self._cache_bytes > self.config.cache_max_bytes):
+            self._cache_bytes -= gops.popleft().nbytes
+        if len(key.data) > self.config.gop_max_bytes:
+            self._clear_cache()
+
+    def _cache(self, frame: MediaFrame) -> None:
+        gops = self._gops
+        gop = gops[-1]
+        size = len(frame.data)
+        gop.frames.append(frame)
+        gop.nbytes += size
+        self._cache_bytes += size
+        if gop.nbytes > self.config.gop_max_bytes or (
+            not frame.is_config and frame.dts - gop.start_dts > self.config.gop_max_ms
+        ):
+            log.debug("stream %s: GOP over its bounds, not cached until the next key frame", self.path)
+            self._clear_cache()
+            return
+        while len(gops) > 1 and self._cache_bytes > self.config.cache_max_bytes:
+            self._cache_bytes -= gops.popleft().nbytes
+
+    def _frames_from(self, index: int) -> list[MediaFrame]:
+        gops = self._gops
+        out = list(gops[index].configs)
+        for i in range(index, len(gops)):
+            out.extend(gops[i].frames)
+        return out
+
+    def gop(self) -> list[MediaFrame]:
+        """The configurations and the current GOP (key frame first); empty when none is cached."""
+        return self._frames_from(len(self._gops) - 1) if self._gops else []
+
+    def preroll(self, seconds: float) -> list[MediaFrame]:
+        """At least the last ``seconds`` (as far as the cache reaches), configurations first,
+        then frames from a key frame on. Keep ``config.preroll_ms`` for more than one GOP."""
+        gops = self._gops
+        if not gops:
+            return []
+        last = gops[-1].frames[-1].dts
+        target = last - seconds * 1000
+        index = len(gops) - 1
+        while index > 0 and gops[index].start_dts > target:
+            index -= 1
+        return self._frames_from(index)
+
+    # --- subscribers and sinks ------------------------------------------------------
+
+    def subscribe(
+        self, max_queue_bytes: int | None = None, *, max_queue_ms: int | None = None, preroll_s: float = 0.0
+    ) -> Subscription:
+        """A new consumer, starting with the configurations and the current GOP (or
+        ``preroll_s`` of history), else at the next key frame."""
+        if self.closed:
+            raise HubClosed(self.path)
+        sub = Subscription(self, self.config.queue_max_bytes if max_queue_bytes is None else max_queue_bytes, max_queue_ms)
+        start = self.preroll(preroll_s) if preroll_s > 0 else self.gop()
+        if start:
+            sub._prime(start)
+        self._subs[sub] = None
+        self._subs_t = tuple(self._subs)
+        self.idle_since = None
+        return sub
+
+    def _unsubscribe(self, sub: Subscription, left: bool) -> None:
+        if sub not in self._subs:
+            return
+        del self._subs[sub]
+        self._subs_t = tuple(self._subs)
+        if not self._subs:
+            now = self.idle_since = self._clock()
+            if left and self.on_last_player_left is not None:
+                _call(self.on_last_player_left, self, now)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def add_sink(
+        self, feed: Callable[[MediaFrame], object], on_end: Callable[[], object] | None = None
+    ) -> Callable[[], None]:
+        """Feed ``feed`` every frame synchronously, starting with the configurations and the
+        cached GOP; ``on_end`` runs when a publisher leaves. Returns the function that detaches it.
+        Sinks are not players: they do not keep a stream from being idle."""
+        if self.closed:
+            raise HubClosed(self.path)
+        sink = _Sink(feed, on_end)
+        start = self.gop() or [c for c in (self._video_cfg, self._audio_cfg) if c is not None]
+        for frame in start:
+            try:
+                feed(frame)
+            except Exception:
+                sink.errors += 1
+                if sink.errors == 1:
+                    log.exception("stream %s: a sink failed while starting", self.path)
+        self._sinks_t = (*self._sinks_t, sink)
+
+        def remove() -> None:
+            self._sinks_t = tuple(s for s in self._sinks_t if s is not sink)
+
+        return remove
+
+    def enable_hls(self, config: HlsConfig | None = None) -> HlsSink:
+        """The stream's shared LL-HLS packager, attached on first call."""
+        if self.hls is None:
+            self.hls = HlsSink(config, wall_clock=self._wall)
+            self.hls.detach = self.add_sink(self.hls, on_end=self.hls.end)
+        return self.hls
+
+    # --- idle and stats -------------------------------------------------------------
+
+    def touch(self, now: float | None = None) -> None:
+        """Player activity that holds no subscription (HLS requests): the stream is not idle."""
+        if not self._subs:
+            self.idle_since = self._clock() if now is None else now
+
+    def idle_for(self, now: float | None = None) -> float:
+        """Seconds since the last player left (or the hub was created or touched); 0 while watched."""
+        if self.idle_since is None:
+            return 0.0
+        return max(0.0, (self._clock() if now is None else now) - self.idle_since)
+
+    def stats(self) -> HubStats:
+        wall = None
+        if self._last_frame_mono is not None and self._started_mono is not None and self._started_wall is not None:
+            wall = self._started_wall + (self._last_frame_mono - self._started_mono)
+        size = self._size
+        fmt = self._audio_format
+        strings = tuple(self._codec_strings[v] for v in (True, False) if v in self._codec_strings)
+        return HubStats(
+            key=self.path,
+            publishing=self.publishing,
+            started_at=self._started_wall,
+            last_frame_at=wall,
+            frames_in=self._frames_in,
+            bytes_in=self._bytes_in,
+            bitrate_bps=self._bitrate,
+            subscribers=len(self._subs),
+            sinks=len(self._sinks_t),
+            dropped_frames=sum(s.dropped_frames for s in self._subs_t),
+            video_codec=self._video_codec,
+            audio_codec=self._audio_codec,
+            codecs=strings,
+            width=size[0] if size else None,
+            height=size[1] if size else None,
+            sample_rate=fmt[0] if fmt else None,
+            channels=fmt[1] if fmt else None,
+            gop_frames=len(self._gops[-1].frames) if self._gops else 0,
+            cache_bytes=self._cache_bytes,
+        )
+
+
+class HlsSink:
+    """The stream's LL-HLS packager, fed by the hub and shared by every HLS player.
+
+    A publisher leaving finishes the playlist (``#EXT-X-ENDLIST``); the next publisher
+    starts a fresh packager. ``await changed()`` wakes on every playlist change (for
+    blocking playlist reload).
+    """
+
+    def __init__(self, config: HlsConfig | None = None, *, wall_clock: Clock = time.time) -> None:
+        self.config = config or HlsConfig()
+        self.packager = HlsPackager(self.config)
+        self.detach: Callable[[], None] | None = None
+        self._wall = wall_clock
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __call__(self, frame: MediaFrame) -> None:
+        packager = self.packager
+        if packager.ended:
+            packager = self.packager = HlsPackager(self.config)
+        if packager.feed(frame, self._wall()):
+            self._notify()
+
+    def end(self) -> None:
+        self.packager.finish()
+        self._notify()
+
+    async def changed(self) -> None:
+        """Return at the next playlist change (callers loop until ``ready_for`` holds)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+
+@dataclass(slots=True)
+class _Entry:
+    hub: StreamHub
+    idle_notified: float | None = field(default=None)
+
+
+class HubRegistry:
+    """The hubs of one media node, by path (``str(key)``: a ``StreamKey`` and its string
+    are the same stream). ``check_idle`` (or the ``run`` task) calls ``on_idle(hub)`` once
+    each time a hub has had no players for ``idle_after_s``; ``on_publisher_gone(hub)``
+    runs when a publisher leaves. Neither removes the hub: the owner decides (``remove``)."""
+
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        *,
+        idle_after_s: float = 30.0,
+        on_idle: Callable[[StreamHub], object] | None = None,
+        on_publisher_gone: Callable[[StreamHub], object] | None = None,
+        on_last_player_left: Callable[[StreamHub, float], object] | None = None,
+        hls: HlsConfig | None = None,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self.config = config or HubConfig()
+        self.idle_after_s = idle_after_s
+        self.on_idle = on_idle
+        self.on_publisher_gone = on_publisher_gone
+        self.on_last_player_left = on_last_player_left
+        self.hls = hls  # when set, every hub packages LL-HLS from its first frame
+        self._clock = clock
+        self._wall = wall_clock
+        self._entries: dict[str, _Entry] = {}
+
+    def get(self, key: HubKey) -> StreamHub | None:
+        entry = self._entries.get(str(key))
+        return entry.hub if entry is not None else None
+
+    def get_or_create(self, key: HubKey) -> StreamHub:
+        path = str(key)
+        entry = self._entries.get(path)
+        if entry is None:
+            hub = StreamHub(
+                key, self.config, clock=self._clock, wall_clock=self._wall,
+                on_last_player_left=self._last_player_left, on_publisher_gone=self._publisher_gone,
+            )
+            if self.hls is not None:
+                hub.enable_hls(self.hls)
+            entry = self._entries[path] = _Entry(hub)
+        return entry.hub
+
+    def publish(
+        self, key: HubKey, *, replace: bool | None = None, on_evicted: Callable[[], object] | None = None
+    ) -> Publisher:
+        """Attach a publisher to the stream's hub (created if needed); see ``StreamHub.attach_publisher``."""
+        return self.get_or_create(key).attach_publisher(replace=replace, on_evicted=on_evicted)
+
+    def remove(self, key: HubKey) -> StreamHub | None:
+        """Forget a stream and close its hub (publisher evicted, subscriptions ended)."""
+        entry = self._entries.pop(str(key), None)
+        if entry is None:
+            return None
+        entry.hub.close()
+        return entry.hub
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, (StreamKey, str)) and str(key) in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[StreamHub]:
+        return iter([e.hub for e in self._entries.values()])
+
+    def check_idle(self, now: float | None = None) -> list[StreamHub]:
+        """Hubs that just became idle (each is reported once per idle period), after ``on_idle``."""
+        now = self._clock() if now is None else now
+        idle: list[StreamHub] = []
+        for entry in list(self._entries.values()):
+            hub = entry.hub
+            since = hub.idle_since
+            limit = self.idle_after_s if hub.idle_after_s is None else hub.idle_after_s
+            if since is None or entry.idle_notified == since or now - since < limit:
+                continue
+            entry.idle_notified = since
+            idle.append(hub)
+            if self.on_idle is not None:
+                _call(self.on_idle, hub)
+        return idle
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Check for idle hubs every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.check_idle()
+
+    def close(self) -> None:
+        for path in list(self._entries):
+            self.remove(path)
+
+    def _last_player_left(self, hub: StreamHub, when: float) -> None:
+        if self.on_last_player_left is not None:
+            self.on_last_player_left(hub, when)
+
+    def _publisher_gone(self, hub: StreamHub) -> None:
+        if self.on_publisher_gone is not None:
+            self.on_publisher_gone(hub)
