@@ -25,4 +25,13 @@ if [ "$extras" = "test" ]; then
     .venv-linkkit/bin/python -m pip install -q "aliyun-iot-linkkit>=1.2" "paho-mqtt<2"
     touch .venv-linkkit/.installed
   fi
+  # Debian's ffmpeg for the media interop tests (without it they fall back to PyAV).
+  if ! command -v ffmpeg >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
+        || echo "warning: could not install ffmpeg; media interop tests fall back to PyAV" >&2
+    else
+      echo "warning: ffmpeg not found and not root; media interop tests fall back to PyAV" >&2
+    fi
+  fi
 fi

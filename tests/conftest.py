@@ -68,6 +68,7 @@ class ServerInfo:
     proc: subprocess.Popen[bytes]
     log_path: Path
     mqtt_port: int = 0
+    rtmp_port: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -116,15 +117,15 @@ def start_server(backend: str, tmp: Path, extra_env: dict[str, str] | None = Non
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
         db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     tmp.mkdir(parents=True, exist_ok=True)
-    port, mqtt_port = free_port(), free_port()
+    port, mqtt_port, rtmp_port = free_port(), free_port(), free_port()
     log_path = tmp / "server.log"
     env = {**os.environ, "IOTVIDEO_LOG_LEVEL": "info", **(extra_env or {})}
     cmd = [sys.executable, "-m", "iotvideo.cli", "serve", "--data-dir", str(tmp), "--http-port", str(port),
-           "--mqtt-port", str(mqtt_port)]
+           "--mqtt-port", str(mqtt_port), "--rtmp-port", str(rtmp_port)]
     if db_url:
         cmd += ["--database-url", db_url]
     proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
-    info = ServerInfo(backend, port, tmp, db_url, proc, log_path, mqtt_port)
+    info = ServerInfo(backend, port, tmp, db_url, proc, log_path, mqtt_port, rtmp_port)
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:

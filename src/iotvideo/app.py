@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from iotvideo.config import Settings
 from iotvideo.devicelink.node import DeviceEndpoint
+from iotvideo.media.node import MediaEndpoint
 from iotvideo.openapi.gateway import Gateway, GatewayASGI
 from iotvideo.services import Services
 
@@ -25,9 +26,11 @@ class Server:
         self.services: Services | None = None
         self.devices: DeviceEndpoint | None = None
         self.gateway: GatewayASGI | None = None
+        self.media = MediaEndpoint(settings)
         self.web = Starlette(routes=[Route("/healthz", self.healthz),
                                      Route("/mqtt/auth", self.mqtt_hook, methods=["POST"]),
-                                     Route("/mqtt/acl", self.mqtt_hook, methods=["POST"])],
+                                     Route("/mqtt/acl", self.mqtt_hook, methods=["POST"]),
+                                     *self.media.routes],
                              lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
@@ -35,11 +38,13 @@ class Server:
         self.services = await Services.open(self.settings)
         self.devices = DeviceEndpoint(self.settings, self.services.link, self.services.device_state)
         await self.devices.start()
+        await self.media.start()
         self.gateway = GatewayASGI(Gateway(self.services))
         try:
             yield
         finally:
             self.gateway = None
+            await self.media.stop()
             await self.devices.stop()
             await self.services.close()
 

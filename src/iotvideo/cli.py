@@ -14,6 +14,7 @@ import typer
 
 from iotvideo.agent.cli import camera as camera_command
 from iotvideo.config import Settings
+from iotvideo.media.decrypt import decrypt_command
 
 T = TypeVar("T")
 
@@ -21,6 +22,7 @@ app = typer.Typer(help="iotvideo: a self-hostable video cloud for IoT cameras.",
 admin = typer.Typer(help="Manage tenants and AccessKeys (works on the data directory directly).", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.command("camera")(camera_command)
+app.command("decrypt")(decrypt_command)
 
 DataDir = typer.Option(None, "--data-dir", help="Data directory [env IOTVIDEO_DATA_DIR, default ./data].")
 DbUrl = typer.Option(None, "--database-url", help="PostgreSQL URL [env IOTVIDEO_DATABASE_URL, default SQLite in the data dir].")
@@ -43,6 +45,7 @@ def serve(
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
     mqtt_mode: Optional[str] = typer.Option(None, "--mqtt-mode", help="embedded (default) or external."),
     mqtt_broker_url: Optional[str] = typer.Option(None, "--mqtt-broker-url", help="External broker, mqtt://[user:pass@]host:port."),
+    rtmp_port: Optional[int] = typer.Option(None, "--rtmp-port", help="RTMP port for publishing and playing live streams [default 1935]."),
 ) -> None:
     """Run the server until SIGTERM/SIGINT."""
     import uvicorn
@@ -52,7 +55,7 @@ def serve(
 
     s = settings(data_dir, database_url, host=host, http_port=http_port, mqtt_port=mqtt_port,
                  mqtt_tls_port=mqtt_tls_port, tls_cert=tls_cert, tls_key=tls_key, mqtt_mode=mqtt_mode,
-                 mqtt_broker_url=mqtt_broker_url)
+                 mqtt_broker_url=mqtt_broker_url, rtmp_port=rtmp_port)
     setup_logging(s.log_level)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the
     # handler it found installed; make that handler a clean exit (status 0), which also
@@ -192,7 +195,8 @@ def demo(
         env={**os.environ, "IOTVIDEO_DEVICE_SECRET": info["DeviceSecret"]})
     try:
         serve(data_dir=s.data_dir, database_url=None, host=s.host, http_port=s.http_port, mqtt_port=s.mqtt_port,
-              mqtt_tls_port=None, tls_cert=None, tls_key=None, mqtt_mode=None, mqtt_broker_url=None)
+              mqtt_tls_port=None, tls_cert=None, tls_key=None, mqtt_mode=None, mqtt_broker_url=None,
+              rtmp_port=first_free_port(s.host, 1935))
     finally:
         camera.terminate()
         try:

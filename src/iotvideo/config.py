@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     mqtt_share_group: str = "iotvideo"
     # How long a cloud→device service call waits for the device's reply.
     rpc_timeout_s: float = 5.0
+    # Live media (docs/media.md): RTMP publish and play; HTTP-FLV and HLS share http_port.
+    rtmp_host: str | None = Field(default=None, description="Address the RTMP server listens on; default: host.")
+    rtmp_port: int = 1935
+    # A stream nobody watches (and, once its publisher left, nobody publishes) for this long is idle.
+    media_idle_s: float = 30.0
     log_level: str = "info"
 
     def resolved_database_url(self) -> str:

@@ -31,7 +31,10 @@ def camera(
     device_secret: str = typer.Option(..., "--device-secret", envvar="IOTVIDEO_DEVICE_SECRET", show_envvar=True,
                                       help="The device's DeviceSecret (never logged)."),
     source: str = typer.Option("virtual", "--source",
-                               help="Video source: virtual, rtsp://… or a file (reported; media comes later)."),
+                               help="Video source: virtual (test picture), rtsp://… or a file (relayed as is)."),
+    codec: str = typer.Option("h264", "--codec", help="Codec of the virtual camera: h264 or h265."),
+    audio: Optional[bool] = typer.Option(None, "--audio/--no-audio",
+                                         help="AAC tone (virtual; default off) / relay the audio (default on)."),
     simulate_motion_every: Optional[float] = typer.Option(
         None, "--simulate-motion-every", metavar="SECONDS",
         help="Post a motion AlarmEvent every SECONDS while AlarmSwitch is on."),
@@ -45,7 +48,7 @@ def camera(
     """Run a camera (the device agent) that connects to the server with the device protocol."""
     import ssl
 
-    from iotvideo.agent.device import CameraAgent
+    from iotvideo.agent.device import CameraAgent, MediaBackend, UnsupportedMedia
     from iotvideo.logs import setup_logging
 
     if not valid_product_key(product_key):
@@ -57,6 +60,8 @@ def camera(
     if not 0 <= keepalive <= 65535:
         raise typer.BadParameter("must be 0..65535", param_hint="--keepalive")
     _check_source(source)
+    if codec not in ("h264", "h265"):
+        raise typer.BadParameter("must be h264 or h265", param_hint="--codec")
     context: ssl.SSLContext | None = None
     if tls:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -65,9 +70,16 @@ def camera(
     port = mqtt_port if mqtt_port is not None else (8883 if tls else 1883)
     setup_logging(log_level)
     try:
+        from iotvideo.agent.media import LiveMedia
+    except ImportError as exc:  # no PyAV: the agent answers the media services with 501
+        log.warning("live media unavailable (%s)", exc)
+        media: MediaBackend = UnsupportedMedia(source)
+    else:
+        media = LiveMedia(source, codec=codec, audio=audio)
+    try:
         agent = CameraAgent(server, port, product_key, device_name, device_secret, source=source,
                             firmware=firmware, simulate_motion_every=simulate_motion_every, ssl=context,
-                            keepalive=keepalive)
+                            keepalive=keepalive, media=media)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--firmware") from None
 

@@ -7,9 +7,10 @@ all of its properties.  It answers every service of the thing model:
 
 * ``GetDeviceStatus`` (sync, usually over RRPC): the agent's real status;
 * ``property/set``: applies writable properties, replies, re-posts them; ``property/get``: the values;
-* the media services (:data:`MEDIA_SERVICES`) go to a :class:`MediaBackend`.  The default,
-  :class:`UnsupportedMedia`, raises :class:`NotSupported` for each, answered with code 501
-  (``alink.CODE_NOT_SUPPORTED``) and a clear message — never a fake success;
+* the media services (:data:`MEDIA_SERVICES`) go to a :class:`MediaBackend`.  The default is
+  :class:`~iotvideo.agent.media.LiveMedia` (live push) when PyAV is installed, otherwise
+  :class:`UnsupportedMedia`; a service a backend lacks raises :class:`NotSupported`, answered with
+  code 501 (``alink.CODE_NOT_SUPPORTED``) and a clear message — never a fake success;
 * anything malformed or unknown gets an error reply (460, 6207, 6321, …) when it has an id to
   answer, and is logged otherwise; it never stops the agent.
 
@@ -46,6 +47,7 @@ __all__ = [
     "ServiceAnswer",
     "ServiceError",
     "UnsupportedMedia",
+    "default_media",
     "redact_source",
 ]
 
@@ -161,6 +163,16 @@ class UnsupportedMedia:
         return None
 
 
+def default_media(source: str) -> MediaBackend:
+    """:class:`~iotvideo.agent.media.LiveMedia` for ``source`` when PyAV is importable, else :class:`UnsupportedMedia`."""
+    try:
+        from iotvideo.agent.media import LiveMedia
+    except ImportError as exc:
+        log.info("no live media (%s): media services will answer 501", exc)
+        return UnsupportedMedia(source)
+    return LiveMedia(source)
+
+
 def redact_source(source: str) -> str:
     """The source without credentials (``rtsp://user:pass@host/…`` -> ``rtsp://***@host/…``)."""
     if "://" not in source:
@@ -237,7 +249,7 @@ class CameraAgent:
         self.device_name = device_name
         self.source = source
         self.firmware = firmware
-        self.media: MediaBackend = media if media is not None else UnsupportedMedia(source)
+        self.media: MediaBackend = media if media is not None else default_media(source)
         self.simulate_motion_every = simulate_motion_every
         self.publish_timeout = publish_timeout
         self.properties: dict[str, Any] = default_properties(firmware) | dict(properties or {})

@@ -1,0 +1,336 @@
+"""HTTP playback of live hubs: HTTP-FLV (a chunked FLV per player) and Low-Latency HLS with playback sessions.
+
+``GET /live/{name}.flv?token=…`` streams FLV from a hub subscription. ``GET
+/hls/{name}/index.m3u8?token=…`` checks the play token once and answers with a
+multivariant playlist naming ``index.m3u8?s=<session>``; the media playlist, ``init.mp4``,
+``seg<n>.m4s`` and ``part<n>.m4s`` then need that session, which expires after a while
+without requests. Both ask the ``MediaAuthorizer`` (``app`` ``"live"`` or ``"hls"``) and
+know only the hub registry. Responses allow any origin, for players in the web console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from . import flvtags
+from .auth import MediaAuthError, MediaAuthorizer
+from .codecs import CodecError
+from .flv import FlvMuxer
+from .hls import HlsPackager, render_multivariant
+from .hub import HlsSink, HubClosed, HubKey, HubRegistry, StreamHub, Subscription
+
+__all__ = ["FLV_APP", "HLS_APP", "HlsSession", "HlsSessions", "PlayRoutes"]
+
+FLV_APP: Final = "live"
+HLS_APP: Final = "hls"
+PLAYLIST: Final = "application/vnd.apple.mpegurl"
+CORS: Final = {"Access-Control-Allow-Origin": "*"}
+_NO_CACHE: Final = {**CORS, "Cache-Control": "no-cache"}
+_MEDIA_CACHE: Final = {**CORS, "Cache-Control": "private, max-age=30"}
+_MEDIA_TYPES: Final = {".mp4": "video/mp4", ".m4s": "video/iso.segment"}
+_NAME: Final = re.compile(r"[^\x00-\x20\x7f?#]{1,255}")
+_RESOURCE: Final = re.compile(r"^(?:init\d*\.mp4|seg\d+\.m4s|part\d+\.m4s)$")
+_MAX_PART_INDEX: Final = 1000
+
+
+@dataclass(slots=True)
+class HlsSession:
+    """One HLS player, from its first (token) request on."""
+
+    id: str
+    key: HubKey
+    name: str
+    peer: str
+    created_at: float
+    last_seen: float
+    requests: int = 0
+
+
+class HlsSessions:
+    """Playback sessions by id; one expires ``idle_s`` after its last request."""
+
+    def __init__(self, idle_s: float = 30.0, max_sessions: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_s = idle_s
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._sessions: dict[str, HlsSession] = {}
+        self._next_sweep = 0.0
+
+    def open(self, key: HubKey, name: str, peer: str) -> HlsSession | None:
+        """A new session, or None when there are already ``max_sessions`` live ones."""
+        now = self._clock()
+        if now >= self._next_sweep or len(self._sessions) >= self.max_sessions:
+            self.sweep(now)
+        if len(self._sessions) >= self.max_sessions:
+            return None
+        session = HlsSession(secrets.token_urlsafe(16), key, name, peer, now, now)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str, name: str) -> HlsSession | None:
+        """The live session ``session_id`` for stream ``name``, marked as just used."""
+        session = self._sessions.get(session_id)
+        if session is None or session.name != name:
+            return None
+        now = self._clock()
+        if now - session.last_seen > self.idle_s:
+            del self._sessions[session_id]
+            return None
+        session.last_seen = now
+        session.requests += 1
+        return session
+
+    def sweep(self, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        self._sessions = {k: s for k, s in self._sessions.items() if now - s.last_seen <= self.idle_s}
+        self._next_sweep = now + self.idle_s
+
+    def for_stream(self, key: HubKey) -> list[HlsSession]:
+        """The sessions playing ``key`` (expired ones included until swept)."""
+        path = str(key)
+        return [s for s in self._sessions.values() if str(s.key) == path]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+def _error(status: int, text: str) -> Response:
+    return PlainTextResponse(text + "\n", status_code=status, headers=_NO_CACHE)
+
+
+def _auth_error(e: MediaAuthError) -> Response:
+    status = {MediaAuthError.NOT_FOUND: 404, MediaAuthError.UNAVAILABLE: 503}.get(e.code, 403)
+    return _error(status, e.reason)
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client is not None else ""
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise ValueError(name)
+    return int(raw)
+
+
+class _FlvStream(Response):
+    """A chunked FLV body fed from a subscription; ends with the stream or when the player leaves."""
+
+    media_type = "video/x-flv"
+
+    def __init__(self, hub: StreamHub, sub: Subscription, muxer: FlvMuxer) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers(_NO_CACHE)  # no body attribute: no Content-Length, so the body is chunked
+        self.hub, self.sub, self.muxer = hub, sub, muxer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sub = self.sub
+        watcher = asyncio.create_task(self._watch(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            started = False
+            while True:
+                frames = await sub.batch()
+                if not frames:
+                    break
+                out: list[bytes] = []
+                if not started:
+                    stats = self.hub.stats()
+                    has_video = stats.video_codec is not None or any(f.is_video for f in frames)
+                    has_audio = stats.audio_codec is not None or any(f.is_audio for f in frames)
+                    out.append(self.muxer.start(has_audio=has_audio, has_video=has_video))
+                    started = True
+                for f in frames:
+                    try:
+                        out.append(self.muxer.frame(f))
+                    except flvtags.FlvError:
+                        continue
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the player went away
+        finally:
+            watcher.cancel()
+            sub.close()
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.sub.close()
+
+
+class PlayRoutes:
+    """The player-facing HTTP routes of a media node (mount ``routes`` into a Starlette app)."""
+
+    def __init__(
+        self,
+        registry: HubRegistry,
+        authorizer: MediaAuthorizer,
+        *,
+        sessions: HlsSessions | None = None,
+        first_media_wait_s: float = 8.0,
+        auth_timeout_s: float = 10.0,
+    ) -> None:
+        self.registry = registry
+        self.authorizer = authorizer
+        self.sessions = sessions or HlsSessions()
+        self.first_media_wait_s = first_media_wait_s  # how long a playlist waits for a stream not live yet
+        self.auth_timeout_s = auth_timeout_s
+        self.routes = [
+            Route("/live/{name:path}.flv", self.flv, methods=["GET", "OPTIONS"]),
+            Route("/hls/{name:path}/{resource}", self.hls, methods=["GET", "OPTIONS"]),
+        ]
+
+    async def _authorize(self, app: str, name: str, request: Request) -> HubKey:
+        query = request.url.query
+        call = self.authorizer.authorize_play(app, f"{name}?{query}" if query else name, _peer(request))
+        try:
+            return await asyncio.wait_for(call, self.auth_timeout_s)
+        except TimeoutError:
+            raise MediaAuthError("authorization timed out", MediaAuthError.UNAVAILABLE) from None
+
+    @staticmethod
+    def _preflight() -> Response:
+        return Response(status_code=204, headers={
+            **CORS, "Access-Control-Allow-Methods": "GET, OPTIONS", "Access-Control-Allow-Headers": "*",
+            "Access-Control-Max-Age": "86400",
+        })  # fmt: skip
+
+    # --- HTTP-FLV ----------------------------------------------------------------------
+
+    async def flv(self, request: Request) -> Response:
+        """``/live/{name}.flv?token=…`` (``&hevc=legacy`` for players that only know FLV codec id 12)."""
+        if request.method == "OPTIONS":
+            return self._preflight()
+        name = request.path_params["name"]
+        if not _NAME.fullmatch(name):
+            return _error(404, "no such stream")
+        try:
+            key = await self._authorize(FLV_APP, name, request)
+            hub = self.registry.get_or_create(key)
+            sub = hub.subscribe()
+        except MediaAuthError as e:
+            return _auth_error(e)
+        except HubClosed:
+            return _error(404, "the stream is closed")
+        if request.query_params.get("hevc") == "legacy":
+            return _FlvStream(hub, sub, FlvMuxer(video_payload=partial(flvtags.video_payload, hevc_legacy=True)))
+        return _FlvStream(hub, sub, FlvMuxer())
+
+    # --- HLS ---------------------------------------------------------------------------
+
+    async def hls(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return self._preflight()
+        name, resource = request.path_params["name"], request.path_params["resource"]
+        if not _NAME.fullmatch(name):
+            return _error(404, "no such stream")
+        session_id = request.query_params.get("s")
+        if resource == "index.m3u8" and session_id is None:
+            return await self._open_session(name, request)
+        session = self.sessions.get(session_id or "", name)
+        if session is None:
+            return _error(403, "no playback session, or it expired: request index.m3u8 with a token")
+        hub = self.registry.get(session.key)
+        if hub is None or hub.closed:
+            return _error(404, "the stream has ended")
+        hub.touch()
+        hls = hub.hls or hub.enable_hls()
+        if resource == "index.m3u8":
+            return await self._media_playlist(hls, session, request)
+        if not _RESOURCE.match(resource):
+            return _error(404, "no such resource")
+        return await self._resource(hls, resource)
+
+    async def _open_session(self, name: str, request: Request) -> Response:
+        """The first request: token → session, answered with a multivariant playlist naming it."""
+        try:
+            key = await self._authorize(HLS_APP, name, request)
+            hub = self.registry.get_or_create(key)
+        except MediaAuthError as e:
+            return _auth_error(e)
+        hub.touch()
+        hls = hub.hls or hub.enable_hls()
+        session = self.sessions.open(key, name, _peer(request))
+        if session is None:
+            return _error(503, "too many playback sessions")
+        await self._wait(hls, lambda p: bool(p.tracks), self.first_media_wait_s)
+        uri = f"index.m3u8?s={session.id}"
+        try:
+            body = render_multivariant([hls.packager.variant(uri)])
+        except CodecError:  # not live yet: the player learns the codecs from the init segment
+            body = f"#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=2000000\n{uri}\n"
+        return Response(body, media_type=PLAYLIST, headers=_NO_CACHE)
+
+    async def _media_playlist(self, hls: HlsSink, session: HlsSession, request: Request) -> Response:
+        """The live playlist; ``_HLS_msn``/``_HLS_part`` block until that segment or part exists."""
+        try:
+            msn = _int_param(request, "_HLS_msn")
+            part = _int_param(request, "_HLS_part")
+        except ValueError as e:
+            return _error(400, f"bad {e}")
+        if msn is None:
+            if part is not None:
+                return _error(400, "_HLS_part without _HLS_msn")
+            # a stream just starting: wait for its first segment (players without LL-HLS need one)
+            await self._wait(hls, lambda p: bool(p.segments) or p.ended, self.first_media_wait_s)
+        else:
+            packager = hls.packager
+            if not packager.blocking_request_valid(msn) or (part is not None and part > _MAX_PART_INDEX):
+                return _error(400, "_HLS_msn/_HLS_part too far ahead of the playlist")
+            await self._wait(hls, lambda p: p.ready_for(msn, part), self._block_s(packager))
+        packager = hls.packager
+        if packager.version == 0:
+            return _error(404, "the stream is not live")
+        suffix = f"?s={session.id}"
+        body = packager.media_playlist(lambda resource: resource + suffix)
+        return Response(body, media_type=PLAYLIST, headers=_NO_CACHE)
+
+    async def _resource(self, hls: HlsSink, resource: str) -> Response:
+        """``init.mp4``, ``seg<n>.m4s`` or ``part<n>.m4s``; one announced but not finished yet is awaited."""
+        packager = hls.packager
+        data = packager.resource(resource)
+        if data is None and packager.pending(resource):
+            await self._wait(hls, lambda p: p.resource(resource) is not None or not p.pending(resource), self._block_s(packager))
+            data = hls.packager.resource(resource)
+        if data is None:
+            return _error(404, "no such segment or part (any more)")
+        media_type = _MEDIA_TYPES[resource[-4:]]
+        return Response(data, media_type=media_type, headers=_NO_CACHE if media_type == "video/mp4" else _MEDIA_CACHE)
+
+    @staticmethod
+    def _block_s(packager: HlsPackager) -> float:
+        """How long a blocking request may wait: three target durations (RFC 8216bis 6.2.5.2)."""
+        return 3.0 * packager.target_duration()
+
+    @staticmethod
+    async def _wait(hls: HlsSink, ready: Callable[[HlsPackager], Any], timeout_s: float) -> bool:
+        """Wait until ``ready(packager)`` (re-checked on every playlist change) or ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not ready(hls.packager):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(hls.changed(), remaining)
+            except TimeoutError:
+                return bool(ready(hls.packager))
+        return True

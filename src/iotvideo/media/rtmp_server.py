@@ -1,0 +1,470 @@
+"""The RTMP server over asyncio: publishers feed hubs, players read them, one ``RtmpServerConnection`` per socket.
+
+It knows the hub registry and an authorizer, nothing else. Events are handled in order;
+while a publish or play request is being authorized the socket is not read (so nothing
+piles up) and later events wait. A connection that breaks the protocol, sends a codec we
+cannot relay, or goes quiet is closed on its own; other streams never notice. A player is
+paused while its socket's write buffer is above the high mark; the hub's bounded queue
+then drops to the next key frame for it, never stalling the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from . import flvtags
+from .auth import MediaAuthError, MediaAuthorizer
+from .frames import Codec, MediaFrame
+from .hub import HubClosed, HubKey, HubRegistry, HubStats, Publisher, PublisherConflict, StreamHub, Subscription
+from .rtmp import (
+    ConnectionClosed,
+    ConnectRequest,
+    DeleteStream,
+    Event,
+    MediaData,
+    PlayRequest,
+    ProtocolError,
+    PublishRequest,
+    RtmpServerConnection,
+    RtmpUsageError,
+)
+
+__all__ = ["RtmpConnectionStats", "RtmpLimits", "RtmpServer"]
+
+log = logging.getLogger("iotvideo.media.rtmp")
+
+_JUMP_BACK_MS: Final = 5_000  # a player's timeline is rebased when the source jumps this far back
+_JUMP_AHEAD_MS: Final = 10_000  # or this far ahead
+_FLV_VIDEO_IDS: Final = {Codec.H264: 7, Codec.H265: 12}
+_FLV_AUDIO_IDS: Final = {Codec.AAC: 10, Codec.PCMA: 7, Codec.PCMU: 8}
+
+
+@dataclass(frozen=True, slots=True)
+class RtmpLimits:
+    """Timeouts in seconds, buffer sizes in bytes."""
+
+    handshake_timeout_s: float = 10.0  # from accept until ``connect`` is answered
+    idle_timeout_s: float = 30.0  # nothing received for this long closes (players are pinged at half)
+    auth_timeout_s: float = 10.0  # the authorizer's answer to publish or play
+    write_buffer_high: int = 1 << 20  # a player waits while its socket holds more than this
+    write_buffer_low: int = 256 << 10
+    max_connections: int = 10_000
+    chunk_size: int = 4096  # what we send with
+
+
+@dataclass(slots=True)
+class RtmpConnectionStats:
+    """Counters of one connection; ``RtmpServer.stats()`` returns snapshots."""
+
+    id: int
+    peer: str
+    started_at: float  # Unix seconds
+    app: str = ""
+    role: str = ""  # "publisher", "player", or "" before a stream is accepted
+    stream: str = ""  # the hub's path
+    bytes_in: int = 0
+    bytes_out: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    bad_tags: int = 0  # published tags dropped as malformed
+    dropped_out: int = 0  # frames skipped for a player that fell behind
+    closed_reason: str = ""
+
+
+class _Timeline:
+    """A player's timestamps: the first media frame at 0, never jumping (codec headers take the last time)."""
+
+    __slots__ = ("base", "last")
+
+    def __init__(self) -> None:
+        self.base: int | None = None
+        self.last = 0
+
+    def at(self, frame: MediaFrame) -> int:
+        if frame.is_config:
+            return self.last
+        if self.base is None:
+            self.base = frame.dts
+        t = frame.dts - self.base
+        if t < self.last - _JUMP_BACK_MS or t > self.last + _JUMP_AHEAD_MS:
+            self.base = frame.dts - self.last
+            t = self.last
+        t = max(t, 0)
+        self.last = max(self.last, t)
+        return t
+
+
+def _metadata(stats: HubStats) -> dict[str, Any]:
+    """onMetaData for a player, from what the hub knows of the stream."""
+    meta: dict[str, Any] = {}
+    if stats.width and stats.height:
+        meta["width"], meta["height"] = float(stats.width), float(stats.height)
+    video_id = _FLV_VIDEO_IDS.get(stats.video_codec) if stats.video_codec is not None else None
+    audio_id = _FLV_AUDIO_IDS.get(stats.audio_codec) if stats.audio_codec is not None else None
+    if video_id is not None:
+        meta["videocodecid"] = float(video_id)
+    if audio_id is not None:
+        meta["audiocodecid"] = float(audio_id)
+    if stats.sample_rate:
+        meta["audiosamplerate"] = float(stats.sample_rate)
+    return meta
+
+
+class _RtmpPeer(asyncio.Protocol):
+    """One TCP connection: drives its ``RtmpServerConnection`` and the hub publishers/subscriptions it holds."""
+
+    def __init__(self, server: RtmpServer, conn_id: int) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.conn = RtmpServerConnection(chunk_size=server.limits.chunk_size)
+        self.stats = RtmpConnectionStats(conn_id, "", time.time())
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self._loop = asyncio.get_running_loop()
+        self.opened_at = self.last_rx = self.last_ping = self._loop.time()
+        self.connected = False  # ``connect`` answered
+        self.closing = False
+        self._events: deque[Event] = deque()
+        self._busy: asyncio.Task[None] | None = None  # an authorization in flight: later events wait
+        self._publishers: dict[int, Publisher] = {}
+        self._players: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # --- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.stats.peer = self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(self.server._peers) >= self.limits.max_connections:
+            log.warning("rtmp: refusing %s: %d connections open", self.peer, len(self.server._peers))
+            self.closing = True
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(self.limits.write_buffer_high, self.limits.write_buffer_low)
+        self.server._peers.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self._loop.time()
+        self.stats.bytes_in += len(data)
+        if self.closing:
+            return
+        self._events.extend(self.conn.receive_data(data))
+        self._advance()
+
+    def eof_received(self) -> bool | None:
+        self.shutdown("peer closed")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shutdown(f"connection lost: {exc}" if exc else "peer closed")
+        self.server._peers.discard(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # --- event handling ----------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Handle queued events until one needs to wait, then send what they produced."""
+        try:
+            while self._events and self._busy is None and not self.closing:
+                self._handle(self._events.popleft())
+        except Exception:
+            log.exception("rtmp %s: failed handling an event", self.peer)
+            self.close("internal error", abort=True)
+            return
+        self.flush()
+
+    def _handle(self, ev: Event) -> None:
+        if isinstance(ev, MediaData):
+            self._on_media(ev)
+        elif isinstance(ev, ConnectRequest):
+            self.connected = True
+            self.stats.app = ev.app
+            self._released(self.conn.accept_connect())
+        elif isinstance(ev, PublishRequest):
+            self._wait_for(self._publish(ev))
+        elif isinstance(ev, PlayRequest):
+            self._wait_for(self._play(ev))
+        elif isinstance(ev, DeleteStream):
+            self._stop_stream(ev.stream_id)
+        elif isinstance(ev, ProtocolError):
+            self.close(f"protocol error: {ev.reason}", abort=True)
+        elif isinstance(ev, ConnectionClosed):
+            self.close("peer closed")
+        # CreateStream is answered by the connection; Metadata is not relayed (players get ours).
+
+    def _released(self, events: list[Event]) -> None:
+        """Events of messages held while an answer was awaited: they come before anything queued."""
+        self._events.extendleft(reversed(events))
+
+    def _wait_for(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._busy = self._loop.create_task(self._run_blocking(coro))
+
+    async def _run_blocking(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("rtmp %s: request failed", self.peer)
+            self.close("internal error", abort=True)
+        finally:
+            self._busy = None
+        if not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+            self._advance()
+
+    async def _authorize(self, call: Callable[[str, str, str], Coroutine[Any, Any, HubKey]], name: str) -> HubKey:
+        try:
+            return await asyncio.wait_for(call(self.conn.app, name, self.peer), self.limits.auth_timeout_s)
+        except TimeoutError:
+            raise MediaAuthError("authorization timed out", MediaAuthError.UNAVAILABLE) from None
+
+    def _refuse(self, what: str, reason: str) -> None:
+        log.info("rtmp %s: %s refused: %s", self.peer, what, reason)
+        self.close(f"{what} refused: {reason}")
+
+    # --- publishing --------------------------------------------------------------------
+
+    async def _publish(self, ev: PublishRequest) -> None:
+        sid = ev.stream_id
+        code = "NetStream.Publish.BadName"
+        try:
+            key = await self._authorize(self.server.authorizer.authorize_publish, ev.name)
+            hub = self.server.registry.get_or_create(key)
+            publisher = hub.attach_publisher(on_evicted=lambda: self.close("replaced by another publisher"))
+        except MediaAuthError as e:
+            reason = e.reason
+            if e.code != MediaAuthError.NOT_FOUND:
+                code = "NetStream.Publish.Denied"
+        except PublisherConflict:
+            reason = "the stream is already being published"
+        except HubClosed:
+            reason = "the stream is closed"
+        else:
+            if self.closing:
+                publisher.close()
+                return
+            self._publishers[sid] = publisher
+            self.stats.role, self.stats.stream = "publisher", hub.path
+            log.info("rtmp %s: publishing %s", self.peer, hub.path)
+            self._released(self.conn.accept_publish(sid))
+            return
+        if not self.closing:
+            self.conn.reject_publish(sid, reason, code)
+            self._refuse("publish", reason)
+
+    def _on_media(self, ev: MediaData) -> None:
+        publisher = self._publishers.get(ev.stream_id)
+        if publisher is None:
+            return
+        try:
+            if ev.kind == "video":
+                frame = flvtags.parse_video(ev.payload, ev.timestamp)
+            else:
+                frame = flvtags.parse_audio(ev.payload, ev.timestamp)
+        except flvtags.UnsupportedCodec as e:
+            self.close(f"unsupported codec: {e}")
+            return
+        except flvtags.FlvError:
+            self.stats.bad_tags += 1
+            return
+        if frame is not None:
+            self.stats.frames_in += 1
+            publisher.publish(frame)
+
+    # --- playing -----------------------------------------------------------------------
+
+    async def _play(self, ev: PlayRequest) -> None:
+        sid = ev.stream_id
+        code = "NetStream.Play.Failed"
+        hub: StreamHub | None = None
+        try:
+            key = await self._authorize(self.server.authorizer.authorize_play, ev.name)
+            hub = self.server.registry.get_or_create(key)
+            sub = hub.subscribe()
+        except MediaAuthError as e:
+            reason = e.reason
+            if e.code == MediaAuthError.NOT_FOUND:
+                code = "NetStream.Play.StreamNotFound"
+        except HubClosed:
+            reason = "the stream is closed"
+        else:
+            if self.closing:
+                sub.close()
+                return
+            self.conn.accept_play(sid)
+            meta = _metadata(hub.stats())
+            if meta:
+                self.conn.send_metadata(sid, meta)
+            self.stats.role, self.stats.stream = "player", hub.path
+            task = self._loop.create_task(self._feed_player(sid, sub))
+            self._players[sid] = (sub, task)
+            return
+        if not self.closing:
+            self.conn.reject_play(sid, reason, code)
+            self._refuse("play", reason)
+
+    async def _feed_player(self, sid: int, sub: Subscription) -> None:
+        """Copy the subscription's frames to the player, codec headers first, while its socket keeps up."""
+        conn = self.conn
+        timeline = _Timeline()
+        video_payload = flvtags.video_payload
+        audio_payload = flvtags.audio_payload
+        try:
+            while True:
+                frames = await sub.batch()
+                if not frames or self.closing:
+                    break
+                for f in frames:
+                    try:
+                        if f.is_video:
+                            conn.send_video(sid, timeline.at(f), video_payload(f))
+                        else:
+                            conn.send_audio(sid, timeline.at(f), audio_payload(f))
+                    except flvtags.FlvError:
+                        continue  # a frame FLV cannot carry (e.g. G.711 at an odd rate)
+                    self.stats.frames_out += 1
+                self.flush()
+                if not self._writable.is_set():
+                    await self._writable.wait()
+            if not self.closing and conn.stream_state(sid) == "playing":
+                conn.end_play(sid)
+                self.flush()
+        except RtmpUsageError:
+            pass
+        finally:
+            self.stats.dropped_out += sub.dropped_frames
+            sub.close()
+            entry = self._players.get(sid)
+            if entry is not None and entry[0] is sub:
+                del self._players[sid]
+
+    def _stop_stream(self, sid: int) -> None:
+        publisher = self._publishers.pop(sid, None)
+        if publisher is not None:
+            publisher.close()
+        player = self._players.pop(sid, None)
+        if player is not None:
+            sub, task = player
+            sub.close()
+            task.cancel()
+
+    # --- output and closing ------------------------------------------------------------
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.stats.bytes_out += len(data)
+            self.transport.write(data)
+
+    def ping(self, now: float) -> None:
+        self.last_ping = now
+        self.conn.send_ping(int(now * 1000) & 0xFFFF_FFFF)
+        self.flush()
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """Close this connection (after sending what is queued, unless ``abort``)."""
+        if self.closing:
+            return
+        if reason.startswith(("protocol error", "unsupported codec", "internal error")):
+            log.warning("rtmp %s: closing: %s", self.peer, reason)
+        self.flush()
+        self.shutdown(reason)
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    def shutdown(self, reason: str) -> None:
+        """Leave every hub: publishers close (their players end), subscriptions close."""
+        if not self.stats.closed_reason:
+            self.stats.closed_reason = reason
+        self.closing = True
+        self._events.clear()
+        for sid in list(self._publishers) + list(self._players):
+            self._stop_stream(sid)
+        if self._busy is not None:
+            self._busy.cancel()
+        self._writable.set()
+
+    def snapshot(self) -> RtmpConnectionStats:
+        stats = dataclasses.replace(self.stats)
+        stats.dropped_out += sum(sub.dropped_frames for sub, _ in self._players.values())
+        return stats
+
+
+class RtmpServer:
+    """Accepts RTMP publishers and players for the hubs of ``registry``, as ``authorizer`` allows."""
+
+    def __init__(self, registry: HubRegistry, authorizer: MediaAuthorizer, limits: RtmpLimits | None = None) -> None:
+        self.registry = registry
+        self.authorizer = authorizer
+        self.limits = limits or RtmpLimits()
+        self._peers: set[_RtmpPeer] = set()
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port); return the port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _RtmpPeer(self, next(self._ids)), host, port, reuse_address=True)
+        self._housekeeping = loop.create_task(self._sweep())
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self._peers):
+            peer.close("server shutting down")
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def connections(self) -> int:
+        return len(self._peers)
+
+    def stats(self) -> list[RtmpConnectionStats]:
+        """A snapshot of every open connection."""
+        return [peer.snapshot() for peer in self._peers]
+
+    async def _sweep(self, interval_s: float = 1.0) -> None:
+        """Close connections stuck in the handshake or silent too long; ping quiet players."""
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        while True:
+            await asyncio.sleep(interval_s)
+            now = loop.time()
+            for peer in list(self._peers):
+                try:
+                    if peer.closing:
+                        continue
+                    if not peer.connected and now - peer.opened_at > limits.handshake_timeout_s:
+                        peer.close("handshake timeout", abort=True)
+                    elif now - peer.last_rx > limits.idle_timeout_s:
+                        peer.close("idle timeout", abort=True)
+                    elif peer.connected and now - max(peer.last_rx, peer.last_ping) > limits.idle_timeout_s / 2:
+                        peer.ping(now)
+                except Exception:
+                    log.exception("rtmp %s: housekeeping failed", peer.peer)
