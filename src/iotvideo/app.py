@@ -13,6 +13,8 @@ from starlette.routing import Route
 
 from iotvideo.config import Settings
 from iotvideo.devicelink.node import DeviceEndpoint
+from iotvideo.domain.live import LiveAuthorizer, LiveSessions, media_token_signer
+from iotvideo.media.hub import HubConfig
 from iotvideo.media.node import MediaEndpoint
 from iotvideo.openapi.gateway import Gateway, GatewayASGI
 from iotvideo.services import Services
@@ -26,7 +28,8 @@ class Server:
         self.services: Services | None = None
         self.devices: DeviceEndpoint | None = None
         self.gateway: GatewayASGI | None = None
-        self.media = MediaEndpoint(settings)
+        # A publish needs a push token the cloud issued for that stream: the newest one replaces an old push.
+        self.media = MediaEndpoint(settings, hub=HubConfig(replace_publisher=True))
         self.web = Starlette(routes=[Route("/healthz", self.healthz),
                                      Route("/mqtt/auth", self.mqtt_hook, methods=["POST"]),
                                      Route("/mqtt/acl", self.mqtt_hook, methods=["POST"]),
@@ -38,12 +41,17 @@ class Server:
         self.services = await Services.open(self.settings)
         self.devices = DeviceEndpoint(self.settings, self.services.link, self.services.device_state)
         await self.devices.start()
+        signer = media_token_signer(self.settings)
+        live = LiveSessions(self.settings, self.services.link, self.media.registry, signer, ports=self.media.ports)
+        self.media.authorizer = LiveAuthorizer(signer, live)
+        self.services.live = live
         await self.media.start()
         self.gateway = GatewayASGI(Gateway(self.services))
         try:
             yield
         finally:
             self.gateway = None
+            await live.close()
             await self.media.stop()
             await self.devices.stop()
             await self.services.close()

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # Live media (docs/media.md): RTMP publish and play; HTTP-FLV and HLS share http_port.
     rtmp_host: str | None = Field(default=None, description="Address the RTMP server listens on; default: host.")
     rtmp_port: int = 1935
+    # Host name players and devices use in live URLs (QueryLiveStreaming, push URLs); default: host.
+    public_host: str | None = None
     # A stream nobody watches (and, once its publisher left, nobody publishes) for this long is idle.
     media_idle_s: float = 30.0
     log_level: str = "info"

@@ -8,35 +8,46 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
 
 from iotvideo.domain.devices import DeviceRef, resolve_iot_id
 from iotvideo.errors import BusinessError, lifecycle_not_exist, tenant_auth_error
 from iotvideo.store.schema import devices
+from iotvideo.store.units import Store
 
 MAX_DAYS = 3650
 What = Literal["record", "picture"]
 
+_COLS = {"record": devices.c.record_life_days, "picture": devices.c.picture_life_days}
+_ONE = {w: select(col).where(devices.c.iot_id == bindparam("iot_id")) for w, col in _COLS.items()}
+_SET = {w: update(devices).where(devices.c.iot_id == bindparam("b_iot_id")).values({col: bindparam("b_days")})
+        for w, col in _COLS.items()}
+
 
 class Lifecycles:
-    def __init__(self, db: AsyncEngine) -> None:
-        self._db = db
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def _col(self, what: What):  # type: ignore[no-untyped-def]
-        return devices.c.record_life_days if what == "record" else devices.c.picture_life_days
+        return _COLS[what]
 
     async def set(self, tenant_id: str, ref: DeviceRef, what: What, days: int) -> None:
         if not 0 <= days <= MAX_DAYS:
             raise BusinessError("460", f"Day must be 0..{MAX_DAYS}.")
-        async with self._db.begin() as conn:
-            iot_id = await resolve_iot_id(conn, tenant_id, ref)
-            await conn.execute(update(devices).where(devices.c.iot_id == iot_id).values({self._col(what): days}))
+
+        def unit(c: Connection) -> None:
+            iot_id = resolve_iot_id(c, tenant_id, ref)
+            c.execute(_SET[what], {"b_iot_id": iot_id, "b_days": days})
+
+        await self._store.write(unit)
 
     async def get(self, tenant_id: str, ref: DeviceRef, what: What) -> tuple[str, int]:
-        async with self._db.connect() as conn:
-            iot_id = await resolve_iot_id(conn, tenant_id, ref)
-            days = (await conn.execute(select(self._col(what)).where(devices.c.iot_id == iot_id))).scalar()
+        def unit(c: Connection) -> tuple[str, int | None]:
+            iot_id = resolve_iot_id(c, tenant_id, ref)
+            return iot_id, c.execute(_ONE[what], {"iot_id": iot_id}).scalar()
+
+        iot_id, days = await self._store.read(unit)
         if days is None:
             raise lifecycle_not_exist()
         return iot_id, int(days)
@@ -45,10 +56,9 @@ class Lifecycles:
         """Lifecycles of several devices, in the order asked; any device of another
         tenant or unknown gives ``tenant auth error``; devices without one are left out,
         and if none has one the answer is ``deviceList lifecycle not exist.``"""
-        col = self._col(what)
-        async with self._db.connect() as conn:
-            rows = (await conn.execute(select(devices.c.iot_id, devices.c.tenant_id, col.label("days"))
-                                       .where(devices.c.iot_id.in_(set(iot_ids))))).all()
+        q = (select(devices.c.iot_id, devices.c.tenant_id, self._col(what).label("days"))
+             .where(devices.c.iot_id.in_(set(iot_ids))))
+        rows = await self._store.read(lambda c: c.execute(q).all())
         found = {r.iot_id: r for r in rows}
         out: list[tuple[str, int]] = []
         for iot_id in dict.fromkeys(iot_ids):

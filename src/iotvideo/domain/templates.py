@@ -8,18 +8,24 @@ Rules (docs/api.md, "Time templates"):
 * each tenant has one default all-day template (``Default=1``) made with the tenant,
   which can be neither changed nor deleted;
 * a template used by a record or event plan cannot be deleted.
+
+Concurrency: on PostgreSQL a change takes a row lock on the template (``FOR UPDATE``)
+and a plan that starts or stops using it a share lock (``FOR SHARE``), so a delete and
+a new plan naming the template wait for each other and end as if one came first. On
+SQLite the store runs every write alone (one writer, ``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from sqlalchemy import delete, exists, func, insert, or_, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from iotvideo import ids
 from iotvideo.domain.clock import now_ms
@@ -27,9 +33,27 @@ from iotvideo.domain.paging import Page, PageRequest
 from iotvideo.domain.schedule import SectionError, TimeSection, normalize_sections
 from iotvideo.errors import BusinessError, conflict, not_found
 from iotvideo.store.schema import event_record_plans, record_plans, time_templates
+from iotvideo.store.units import Query, Store, head_and_page, round_trips
 
 NAME_MAX = 64
 IN_USE = "template is used by a plan."
+
+# The columns of a TimeTemplate, in the order template_from_row reads them.
+_FIELDS = (time_templates.c.id, time_templates.c.name, time_templates.c.all_day, time_templates.c.is_default,
+           time_templates.c.sections)
+_ONE = select(*_FIELDS).where(time_templates.c.id == bindparam("template_id"),
+                              time_templates.c.tenant_id == bindparam("tenant_id"))
+_ONE_FAST = Query(_ONE)
+_ONE_LOCKED = {"share": _ONE.with_for_update(read=True), "update": _ONE.with_for_update()}
+_OF_TENANT = time_templates.c.tenant_id == bindparam("tenant_id")
+_ORDER = (time_templates.c.created_ms, time_templates.c.id)
+_COUNT = Query(select(func.count()).select_from(time_templates).where(_OF_TENANT))
+_PAGE = Query(select(*_FIELDS).where(_OF_TENANT).order_by(*_ORDER).offset(bindparam("offset"))
+              .limit(bindparam("limit")))
+# both in one statement: (total, *_FIELDS) per template of the page
+_LIST = Query(head_and_page(_COUNT.stmt, _FIELDS, (_OF_TENANT,), _ORDER))
+_IN_USE = select(or_(exists().where(record_plans.c.template_id == bindparam("template_id")),
+                     exists().where(event_record_plans.c.template_id == bindparam("template_id"))))
 
 
 @dataclass(frozen=True)
@@ -64,82 +88,87 @@ def _dump(sections: tuple[TimeSection, ...]) -> str:
     return json.dumps([[s.day_of_week, s.begin, s.end] for s in sections])
 
 
-def template_from_row(r: Row) -> TimeTemplate:  # type: ignore[type-arg]
-    secs = tuple(TimeSection(d, b, e) for d, b, e in json.loads(r.sections))
-    return TimeTemplate(r.id, r.name, bool(r.all_day), bool(r.is_default), secs)
+@functools.lru_cache(maxsize=4096)
+def _load_sections(stored: str) -> tuple[TimeSection, ...]:
+    """The sections column, parsed (a template is read far more often than changed)."""
+    return tuple(TimeSection(d, b, e) for d, b, e in json.loads(stored))
+
+
+def template_from_row(r: Sequence[Any]) -> TimeTemplate:
+    """A TimeTemplate from a row of ``_FIELDS`` (id, name, all_day, is_default, sections)."""
+    id_, name, all_day, is_default, sections = r
+    return TimeTemplate(id_, name, bool(all_day), bool(is_default), _load_sections(sections))
 
 
 Lock = Literal["share", "update"]
 
 
-async def load_template(conn: AsyncConnection, tenant_id: str, template_id: str,
-                        lock: Lock | None = None) -> TimeTemplate:
+def load_template(c: Connection, tenant_id: str, template_id: str, lock: Lock | None = None) -> TimeTemplate:
     """The caller's template or 460 ``template not exist.``; ``lock`` takes a row lock
     (FOR SHARE / FOR UPDATE on PostgreSQL; SQLite has a single writer anyway)."""
-    q = select(time_templates).where(time_templates.c.id == template_id, time_templates.c.tenant_id == tenant_id)
-    if lock is not None:
-        q = q.with_for_update(read=lock == "share")
-    row = (await conn.execute(q)).first()
+    params = {"template_id": template_id, "tenant_id": tenant_id}
+    row = _ONE_FAST.first(c, params) if lock is None else c.execute(_ONE_LOCKED[lock], params).first()
     if row is None:
         raise not_found("template")
     return template_from_row(row)
 
 
 class Templates:
-    def __init__(self, db: AsyncEngine) -> None:
-        self._db = db
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     async def create(self, tenant_id: str, name: str, all_day: bool, sections: list[TimeSection]) -> str:
         secs = _sections(all_day, sections)
         tid = ids.object_id()
-        async with self._db.begin() as conn:
-            await conn.execute(insert(time_templates).values(
-                id=tid, tenant_id=tenant_id, name=check_name(name), all_day=all_day, is_default=False,
-                sections=_dump(secs), created_ms=now_ms()))
+        stmt = insert(time_templates).values(
+            id=tid, tenant_id=tenant_id, name=check_name(name), all_day=all_day, is_default=False,
+            sections=_dump(secs), created_ms=now_ms())
+        await self._store.write(lambda c: c.execute(stmt))
         return tid
 
     async def update(self, tenant_id: str, template_id: str, name: str | None, all_day: bool | None,
                      sections: list[TimeSection] | None) -> None:
         """Changes the fields given; the others stay as they are."""
-        async with self._db.begin() as conn:
-            cur = await load_template(conn, tenant_id, template_id, lock="update")
+
+        def unit(c: Connection) -> None:
+            cur = load_template(c, tenant_id, template_id, lock="update")
             if cur.is_default:
                 raise conflict("default template can not be modified.")
             new_all_day = cur.all_day if all_day is None else all_day
             given = list(cur.sections) if sections is None else sections
             secs = _sections(new_all_day, given)
-            res = await conn.execute(update(time_templates).where(time_templates.c.id == template_id).values(
+            c.execute(update(time_templates).where(time_templates.c.id == template_id).values(
                 name=cur.name if name is None else check_name(name), all_day=new_all_day, sections=_dump(secs)))
-            if res.rowcount == 0:  # deleted since it was read (SQLite reads without locks)
-                raise not_found("template")
+
+        await self._store.write(unit)
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         """Refused for the default template and for a template a plan uses. A plan made
-        with it concurrently either waits for the row lock (PostgreSQL) or makes the
-        delete violate the plans' foreign key: both end as "used by a plan"."""
+        with it concurrently waits for the row lock (PostgreSQL) and then finds it gone,
+        or came first and makes this delete "used by a plan"."""
+
+        def unit(c: Connection) -> None:
+            cur = load_template(c, tenant_id, template_id, lock="update")
+            if cur.is_default:
+                raise conflict("default template can not be deleted.")
+            if c.execute(_IN_USE, {"template_id": template_id}).scalar():
+                raise conflict(IN_USE)
+            c.execute(delete(time_templates).where(time_templates.c.id == template_id))
+
         try:
-            async with self._db.begin() as conn:
-                cur = await load_template(conn, tenant_id, template_id, lock="update")
-                if cur.is_default:
-                    raise conflict("default template can not be deleted.")
-                used = select(or_(
-                    exists().where(record_plans.c.template_id == template_id),
-                    exists().where(event_record_plans.c.template_id == template_id)))
-                if (await conn.execute(used)).scalar():
-                    raise conflict(IN_USE)
-                await conn.execute(delete(time_templates).where(time_templates.c.id == template_id))
-        except IntegrityError:
+            await self._store.write(unit)
+        except IntegrityError:  # the plans' foreign key, should a plan slip past the check
             raise conflict(IN_USE) from None
 
     async def get(self, tenant_id: str, template_id: str) -> TimeTemplate:
-        async with self._db.connect() as conn:
-            return await load_template(conn, tenant_id, template_id)
+        return await self._store.read(lambda c: load_template(c, tenant_id, template_id))
 
     async def list(self, tenant_id: str, page: PageRequest) -> Page[TimeTemplate]:
-        where = time_templates.c.tenant_id == tenant_id
-        async with self._db.connect() as conn:
-            total = (await conn.execute(select(func.count()).select_from(time_templates).where(where))).scalar_one()
-            rows = (await conn.execute(select(time_templates).where(where)
-                    .order_by(time_templates.c.created_ms, time_templates.c.id)
-                    .offset(page.offset).limit(page.size))).all()
-        return Page([template_from_row(r) for r in rows], total, page)
+        def unit(c: Connection) -> Page[TimeTemplate]:
+            params = {"tenant_id": tenant_id, "offset": page.offset, "limit": page.size}
+            if not round_trips(c):
+                return Page([template_from_row(r) for r in _PAGE.all(c, params)], _COUNT.scalar(c, params), page)
+            rows = _LIST.all(c, params)
+            return Page([template_from_row(r[1:]) for r in rows if r[1] is not None], rows[0][0], page)
+
+        return await self._store.read(unit)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotvideo import ids
 from iotvideo.domain.clock import now_ms
 from iotvideo.errors import BusinessError
 from iotvideo.secretbox import SecretBox
 from iotvideo.store.schema import access_keys, tenants, time_templates
+from iotvideo.store.units import Store
 
 DEFAULT_TEMPLATE_NAME = "all day"
+
+_TENANT_ID = select(tenants.c.id).where(tenants.c.name == bindparam("name"))
+_KEY = (select(access_keys, tenants.c.name.label("tenant_name")).join(tenants)
+        .where(access_keys.c.id == bindparam("key_id")))
 
 
 def _tenant_exists() -> BusinessError:
@@ -39,34 +44,33 @@ class Tenants:
     # key disabled on another node stops working within this many seconds.
     KEY_CACHE_S = 5.0
 
-    def __init__(self, db: AsyncEngine, box: SecretBox) -> None:
-        self._db = db
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self._store = store
         self._box = box
         self._key_cache: dict[str, tuple[float, AccessKey | None]] = {}
 
     async def create_tenant(self, name: str) -> str:
         if not 1 <= len(name) <= 64:
             raise BusinessError("460", "tenant name must be 1..64 characters.")
+
+        def unit(c: Connection) -> str:
+            if c.execute(_TENANT_ID, {"name": name}).first():
+                raise _tenant_exists()
+            tid = ids.object_id()
+            now = now_ms()
+            c.execute(insert(tenants).values(id=tid, name=name, created_ms=now))
+            c.execute(insert(time_templates).values(
+                id=ids.object_id(), tenant_id=tid, name=DEFAULT_TEMPLATE_NAME, all_day=True,
+                is_default=True, sections="[]", created_ms=now))
+            return tid
+
         try:
-            async with self._db.begin() as conn:
-                if (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).first():
-                    raise _tenant_exists()
-                tid = ids.object_id()
-                now = now_ms()
-                await conn.execute(insert(tenants).values(id=tid, name=name, created_ms=now))
-                await conn.execute(
-                    insert(time_templates).values(
-                        id=ids.object_id(), tenant_id=tid, name=DEFAULT_TEMPLATE_NAME, all_day=True,
-                        is_default=True, sections="[]", created_ms=now,
-                    )
-                )
-        except IntegrityError:  # created concurrently (the name is unique)
+            return await self._store.write(unit)
+        except IntegrityError:  # created concurrently on PostgreSQL (the name is unique)
             raise _tenant_exists() from None
-        return tid
 
     async def tenant_id(self, name: str) -> str | None:
-        async with self._db.connect() as conn:
-            return (await conn.execute(select(tenants.c.id).where(tenants.c.name == name))).scalar()
+        return await self._store.read(lambda c: c.execute(_TENANT_ID, {"name": name}).scalar())
 
     async def ensure_tenant(self, name: str) -> str:
         """The tenant's id, creating the tenant if missing (safe when racing another creator)."""
@@ -82,19 +86,17 @@ class Tenants:
             return tid
 
     async def list_tenants(self) -> list[tuple[str, str]]:
-        async with self._db.connect() as conn:
-            rows = await conn.execute(select(tenants.c.id, tenants.c.name).order_by(tenants.c.created_ms))
+        def unit(c: Connection) -> list[tuple[str, str]]:
+            rows = c.execute(select(tenants.c.id, tenants.c.name).order_by(tenants.c.created_ms))
             return [(r.id, r.name) for r in rows]
+
+        return await self._store.read(unit)
 
     async def create_access_key(self, tenant_id: str) -> tuple[str, str]:
         key_id, secret = ids.access_key_id(), ids.access_key_secret()
-        async with self._db.begin() as conn:
-            await conn.execute(
-                insert(access_keys).values(
-                    id=key_id, tenant_id=tenant_id, secret_sealed=self._box.seal(secret),
-                    enabled=True, created_ms=now_ms(),
-                )
-            )
+        values = dict(id=key_id, tenant_id=tenant_id, secret_sealed=self._box.seal(secret), enabled=True,
+                      created_ms=now_ms())
+        await self._store.write(lambda c: c.execute(insert(access_keys).values(**values)))
         return key_id, secret
 
     async def list_access_keys(self, tenant_id: str | None = None) -> list[AccessKey]:
@@ -102,15 +104,15 @@ class Tenants:
         q = select(access_keys, tenants.c.name.label("tenant_name")).join(tenants)
         if tenant_id:
             q = q.where(access_keys.c.tenant_id == tenant_id)
-        async with self._db.connect() as conn:
-            rows = (await conn.execute(q.order_by(access_keys.c.created_ms))).all()
+        q = q.order_by(access_keys.c.created_ms)
+        rows = await self._store.read(lambda c: c.execute(q).all())
         return [AccessKey(r.id, r.tenant_id, r.tenant_name, "***", r.enabled, r.created_ms) for r in rows]
 
     async def set_access_key_enabled(self, key_id: str, enabled: bool) -> bool:
-        async with self._db.begin() as conn:
-            res = await conn.execute(update(access_keys).where(access_keys.c.id == key_id).values(enabled=enabled))
+        stmt = update(access_keys).where(access_keys.c.id == key_id).values(enabled=enabled)
+        changed = await self._store.write(lambda c: c.execute(stmt).rowcount)
         self._key_cache.pop(key_id, None)
-        return res.rowcount > 0
+        return changed > 0
 
     async def lookup(self, key_id: str) -> AccessKey | None:
         """The key with its secret opened, or None; cached for KEY_CACHE_S seconds."""
@@ -118,15 +120,11 @@ class Tenants:
         hit = self._key_cache.get(key_id)
         if hit and hit[0] > now:
             return hit[1]
-        async with self._db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(access_keys, tenants.c.name.label("tenant_name")).join(tenants).where(access_keys.c.id == key_id)
-                )
-            ).first()
+        row = await self._store.read(lambda c: c.execute(_KEY, {"key_id": key_id}).first())
         key = None
         if row is not None:
-            key = AccessKey(row.id, row.tenant_id, row.tenant_name, self._box.open(row.secret_sealed), row.enabled, row.created_ms)
+            key = AccessKey(row.id, row.tenant_id, row.tenant_name, self._box.open(row.secret_sealed), row.enabled,
+                            row.created_ms)
         if len(self._key_cache) > 100_000:
             self._key_cache.clear()
         self._key_cache[key_id] = (now + self.KEY_CACHE_S, key)

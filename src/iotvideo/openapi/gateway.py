@@ -11,12 +11,14 @@ how it ended — never a secret.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from iotvideo import ids
 from iotvideo.errors import BusinessError, GatewayError, invalid_parameter, missing_parameter
@@ -89,8 +91,8 @@ class Gateway:
             raise GatewayError(400, "InvalidSignatureMethod", "Specified signature method is not supported: use HMAC-SHA1.")
         key_id = params["AccessKeyId"]
         secret, tenant_id = await self._key(key_id)
-        sts = signing.v1_string_to_sign(req.method, params)
-        expected = signing.v1_signature(secret, req.method, params)
+        sts = signing.v1_string_to_sign(req.method, params)  # once: signed, and quoted in the error
+        expected = signing.v1_sign(secret, sts)
         if not signing.signatures_equal(expected, params["Signature"]):
             raise GatewayError(400, "SignatureDoesNotMatch",
                                f"Specified signature is not matched with our calculation. server string to sign is:{sts}")
@@ -132,7 +134,7 @@ class Gateway:
     async def handle(self, req: Incoming) -> tuple[int, bytes, bytes]:
         """(status, content-type, body) for one request; never raises."""
         t0 = time.perf_counter()
-        rid = ids.request_id()
+        rid = request_id()
         # Until the request is authenticated these are what it claims (for the log and
         # for answering errors in the format asked for).
         key_id = req.query.get("AccessKeyId") or req.form.get("AccessKeyId") or _v3_credential(req) or "-"
@@ -168,10 +170,34 @@ class Gateway:
 
     def reject(self, err: GatewayError, t0: float) -> tuple[int, bytes, bytes]:
         """The answer to a request too malformed to be parsed (always JSON), logged like any call."""
-        rid = ids.request_id()
+        rid = request_id()
         ctype, payload = render.encode(render.gateway_error_body(rid, self.host_id, err), None)
         _log_call(rid, "-", "-", err.status, err.code, t0)
         return err.status, ctype, payload
+
+
+def request_id() -> str:
+    """A RequestId, unique to this call: ``XXXXXXXX-XXXX-XXXX-XXXX-`` drawn at random (80
+    bits, once per process) then a 48-bit counter, in the UUID-like shape of the cloud's
+    RequestIds. Cheaper than 128 random bits per call (≈ 0.3 µs against 1 µs); unique
+    across processes and nodes as long as their random prefixes differ."""
+    n = next(_rid_counter)
+    if n > 0xFFFF_FFFF_FFFF:
+        _new_request_ids()
+        n = next(_rid_counter)
+    return f"{_rid_prefix}{n:012X}"
+
+
+def _new_request_ids() -> None:
+    global _rid_prefix, _rid_counter
+    _rid_prefix = ids.request_id()[:24]  # "XXXXXXXX-XXXX-XXXX-XXXX-" from the OS's random source
+    _rid_counter = itertools.count()
+
+
+_rid_prefix = ""
+_rid_counter = itertools.count()
+_new_request_ids()
+os.register_at_fork(after_in_child=_new_request_ids)  # a forked child must not repeat the parent's
 
 
 def _log_call(rid: str, action: str, key_id: str, status: int, outcome: str, t0: float) -> None:
@@ -203,11 +229,41 @@ def _safe(s: str) -> str:
     return s[:80].encode("unicode_escape").decode() if s else "-"
 
 
+def parse_form(s: str) -> dict[str, str]:
+    """``dict(parse_qsl(s, keep_blank_values=True, errors="strict"))`` (the last of a
+    repeated name wins), without its per-pair overhead: most names and values have
+    nothing to decode. Raises UnicodeDecodeError for escapes that are not UTF-8."""
+    out: dict[str, str] = {}
+    if not s:
+        return out
+    for pair in s.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name, errors="strict")
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value, errors="strict")
+        out[name] = value
+    return out
+
+
+def _parse_no_nul(s: str, where: str) -> dict[str, str]:
+    params = parse_form(s)
+    if "%00" in s or "\x00" in s:  # else no name or value can hold a NUL
+        _no_nul(params, where)
+    return params
+
+
 def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Incoming:
     if len(raw_query) > MAX_QUERY:
         raise GatewayError(414, "RequestURITooLong", "The query string is too long.")
     try:
-        query = _no_nul(dict(parse_qsl(raw_query.decode("utf-8"), keep_blank_values=True, errors="strict")), "query")
+        query = _parse_no_nul(raw_query.decode("utf-8"), "query")
     except (UnicodeDecodeError, ValueError):
         raise GatewayError(400, "InvalidParameter", "The query string is not valid UTF-8 URL encoding.") from None
     hdrs: dict[str, str] = {}
@@ -216,7 +272,7 @@ def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple
     form: dict[str, str] = {}
     if body and hdrs.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE:
         try:
-            form = _no_nul(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")), "form body")
+            form = _parse_no_nul(body.decode("utf-8"), "form body")
         except (UnicodeDecodeError, ValueError):
             raise GatewayError(400, "InvalidParameter", "The form body is not valid UTF-8 URL encoding.") from None
     return Incoming(method, query, form, hdrs, body, path)

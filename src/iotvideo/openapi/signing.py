@@ -50,8 +50,13 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _MAX_AUTHORIZATION = 8192
 
 
+_ALREADY_SAFE = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+
+
 def percent_encode(s: str) -> str:
     """RFC 3986 percent-encoding of UTF-8; only ``A-Za-z0-9-_.~`` stay as they are."""
+    if _ALREADY_SAFE(s) is not None:  # most keys and values: nothing to encode
+        return s
     return quote_from_bytes(s.encode("utf-8", "surrogatepass"), safe="")
 
 
@@ -67,14 +72,22 @@ def _sorted_pairs(params: Mapping[str, str], exclude: Iterable[str] = ()) -> lis
 
 def v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
     """``METHOD&%2F&pct(k1=v1&k2=v2…)`` over every parameter but ``Signature``."""
-    joined = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in _sorted_pairs(params, ("Signature",)))
-    return f"{method}&%2F&{percent_encode(joined)}"
+    joined = "&".join(f"{k}={v}" if _ALREADY_SAFE(k + v) is not None else f"{percent_encode(k)}={percent_encode(v)}"
+                      for k, v in _sorted_pairs(params, ("Signature",)))
+    # percent_encode(joined), cheaply: joined holds only unreserved characters and the
+    # '%' of its escapes, '=' and '&', so encoding it again changes just those three.
+    return f"{method}&%2F&{joined.replace('%', '%25').replace('=', '%3D').replace('&', '%26')}"
 
 
 def v1_signature(secret: str, method: str, params: Mapping[str, str]) -> str:
     """Base64 HMAC-SHA1 of the V1 string to sign, keyed by ``secret + "&"``."""
+    return v1_sign(secret, v1_string_to_sign(method, params))
+
+
+def v1_sign(secret: str, string_to_sign: str) -> str:
+    """Base64 HMAC-SHA1 of a V1 string to sign (:func:`v1_string_to_sign`)."""
     key = (secret + "&").encode("utf-8")
-    digest = hmac.new(key, v1_string_to_sign(method, params).encode("utf-8"), hashlib.sha1).digest()
+    digest = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
 

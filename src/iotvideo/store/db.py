@@ -1,4 +1,8 @@
-"""The SQL database: engine creation (SQLite or PostgreSQL) and migrations at start."""
+"""The SQL database: engine creation (SQLite or PostgreSQL) and migrations at start.
+
+The domain reads and writes through ``iotvideo.store.units.Store`` (one sync function
+per unit of work); this module makes the async engine it also carries and migrates.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from iotvideo.store.units import create_async
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -22,20 +27,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a busy timeout."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    """An async engine; SQLite gets WAL, foreign keys and a busy timeout; PostgreSQL a
+    pool for ≈ 32 requests in flight, no pre-ping (see store/units.py)."""
+    return create_async(url)
 
 
 async def migrate(engine: AsyncEngine) -> None:

@@ -101,6 +101,10 @@ record_plans = Table(
     Column("name", String(256), nullable=False),
     Column("template_id", String(32), ForeignKey("time_templates.id"), nullable=False, index=True),
     Column("created_ms", BigInteger, nullable=False),
+    # How many device streams are in the plan (rows of plan_devices), and a number that
+    # changes with every change of them; both kept in the transaction that changes them.
+    Column("device_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("devices_version", BigInteger, nullable=False, default=0, server_default="0"),
     Index("ix_record_plans_tenant", "tenant_id", "created_ms"),
 )
 
@@ -115,6 +119,8 @@ event_record_plans = Table(
     Column("pre_record_s", Integer, nullable=False, default=0),
     Column("record_s", Integer, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    Column("device_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("devices_version", BigInteger, nullable=False, default=0, server_default="0"),
     Index("ix_event_record_plans_tenant", "tenant_id", "created_ms"),
 )
 
@@ -130,8 +136,12 @@ plan_devices = Table(
     Column("tenant_id", String(32), ForeignKey("tenants.id"), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("kind", "iot_id", "stream_type", name="pk_plan_devices"),
-    Index("ix_plan_devices_plan", "plan_id", "created_ms", "iot_id", "stream_type"),
+    # A plan's page of devices: kind, plan_id, then the listing order (index-only reads).
+    Index("ix_plan_devices_kind_plan", "kind", "plan_id", "created_ms", "iot_id", "stream_type"),
 )
+
+# The plan tables by kind (the 'kind' of plan_devices).
+plan_tables = {"record": record_plans, "event": event_record_plans}
 
 # The latest value of each property a device posted (QueryDevicePropertyStatus).
 device_properties = Table(
