@@ -54,7 +54,7 @@ class Services:
         db = store.engine
         await migrate(db)
         bus = Bus()
-        state = DeviceState(db, box)
+        state = DeviceState(store, box)
         services = cls(settings, db, box, Tenants(store, box), Registry(store, box, bus), Templates(store),
                        Plans(store, "record"), Plans(store, "event"), Lifecycles(store), bus, state,
                        DeviceLink(state, bus, settings.rpc_timeout_s), store)

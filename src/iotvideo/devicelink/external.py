@@ -320,21 +320,7 @@ class ExternalBroker:
 
     async def _database_view(self) -> tuple[set[str], set[str]]:
         """The iot ids ONLINE, and those disabled."""
-        from sqlalchemy import or_, select
-
-        from iotvideo.store.schema import devices
-
-        db = getattr(self.link.state, "_db", None)  # DeviceState's engine
-        if db is None:
-            return set(), set()
-        online: set[str] = set()
-        disabled: set[str] = set()
-        async with db.connect() as conn:
-            rows = await conn.execute(select(devices.c.iot_id, devices.c.status, devices.c.enabled)
-                                      .where(or_(devices.c.status == "ONLINE", devices.c.enabled.is_(False))))
-            for r in rows:
-                (online if r.enabled else disabled).add(r.iot_id)
-        return online, disabled
+        return await self.link.state.online_and_disabled()
 
     async def _on_message(self, msg: Publish) -> None:
         try:

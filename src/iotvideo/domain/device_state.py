@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
 
 from iotvideo.domain.clock import now_ms
 from iotvideo.secretbox import SecretBox
 from iotvideo.store.schema import device_properties, devices
+from iotvideo.store.units import Store
 
 log = logging.getLogger("iotvideo.devicestate")
 
@@ -36,6 +37,11 @@ class DeviceCredentials:
     status: str
 
 
+_CREDENTIALS = (select(devices.c.iot_id, devices.c.tenant_id, devices.c.secret_sealed, devices.c.enabled,
+                       devices.c.status)
+                .where(devices.c.product_key == bindparam("pk"), devices.c.device_name == bindparam("dn")))
+
+
 @dataclass(frozen=True)
 class PropertyValue:
     identifier: str
@@ -46,8 +52,8 @@ class PropertyValue:
 class DeviceState:
     CREDENTIAL_CACHE_S = 30.0
 
-    def __init__(self, db: AsyncEngine, box: SecretBox, flush_interval: float = 0.1) -> None:
-        self._db = db
+    def __init__(self, store: Store, box: SecretBox, flush_interval: float = 0.1) -> None:
+        self._store = store
         self._box = box
         self._cache: dict[tuple[str, str], tuple[float, DeviceCredentials | None]] = {}
         self._online: dict[str, tuple[str, int]] = {}
@@ -64,11 +70,7 @@ class DeviceState:
         hit = self._cache.get(k)
         if hit and hit[0] > now:
             return hit[1]
-        async with self._db.connect() as conn:
-            r = (await conn.execute(select(devices.c.iot_id, devices.c.tenant_id, devices.c.secret_sealed,
-                                           devices.c.enabled, devices.c.status)
-                                    .where(devices.c.product_key == product_key,
-                                           devices.c.device_name == device_name))).first()
+        r = await self._store.read(lambda c: c.execute(_CREDENTIALS, {"pk": product_key, "dn": device_name}).first())
         cred = None
         if r is not None:
             cred = DeviceCredentials(r.iot_id, r.tenant_id, product_key, device_name,
@@ -91,8 +93,8 @@ class DeviceState:
             self._cache.pop((product_key, device_name or ""), None)
 
     async def status(self, iot_id: str) -> str | None:
-        async with self._db.connect() as conn:
-            return (await conn.execute(select(devices.c.status).where(devices.c.iot_id == iot_id))).scalar()
+        return await self._store.read(
+            lambda c: c.execute(select(devices.c.status).where(devices.c.iot_id == iot_id)).scalar())
 
     # --- status, batched ---
     def start(self) -> None:
@@ -134,20 +136,22 @@ class DeviceState:
         offline, self._offline = self._offline, set()
         if not online and not offline:
             return
+        def unit(c: Connection) -> None:
+            if online:
+                # Only an enabled device goes ONLINE (a disable racing the connect wins).
+                c.execute(
+                    update(devices).where(devices.c.iot_id == bindparam("b_iot_id"), devices.c.enabled.is_(True))
+                    .values(status="ONLINE", ip_address=bindparam("b_ip"), online_ms=bindparam("b_now"),
+                            active_ms=func.coalesce(devices.c.active_ms, bindparam("b_now"))),
+                    [{"b_iot_id": k, "b_ip": ip, "b_now": t} for k, (ip, t) in online.items()])
+            if offline:
+                c.execute(
+                    update(devices).where(devices.c.iot_id == bindparam("b_iot_id"), devices.c.status == "ONLINE")
+                    .values(status="OFFLINE"),
+                    [{"b_iot_id": k} for k in offline])
+
         try:
-            async with self._db.begin() as conn:
-                if online:
-                    # Only an enabled device goes ONLINE (a disable racing the connect wins).
-                    await conn.execute(
-                        update(devices).where(devices.c.iot_id == bindparam("b_iot_id"), devices.c.enabled.is_(True))
-                        .values(status="ONLINE", ip_address=bindparam("b_ip"), online_ms=bindparam("b_now"),
-                                active_ms=func.coalesce(devices.c.active_ms, bindparam("b_now"))),
-                        [{"b_iot_id": k, "b_ip": ip, "b_now": t} for k, (ip, t) in online.items()])
-                if offline:
-                    await conn.execute(
-                        update(devices).where(devices.c.iot_id == bindparam("b_iot_id"), devices.c.status == "ONLINE")
-                        .values(status="OFFLINE"),
-                        [{"b_iot_id": k} for k in offline])
+            await self._store.write(unit)
         except Exception:
             # put them back (newer news wins) and let the caller retry
             newer_online = set(self._online)
@@ -160,32 +164,46 @@ class DeviceState:
 
     async def reset_online(self) -> int:
         """At start of a single-node embedded broker: nobody is connected yet."""
-        async with self._db.begin() as conn:
-            res = await conn.execute(update(devices).where(devices.c.status == "ONLINE").values(status="OFFLINE"))
-        return int(res.rowcount or 0)
+        return await self._store.write(lambda c: int(
+            c.execute(update(devices).where(devices.c.status == "ONLINE").values(status="OFFLINE")).rowcount or 0))
 
     # --- firmware and properties ---
     async def set_firmware(self, iot_id: str, version: str) -> None:
-        async with self._db.begin() as conn:
-            await conn.execute(update(devices).where(devices.c.iot_id == iot_id).values(firmware_version=version[:64]))
+        await self._store.write(lambda c: c.execute(
+            update(devices).where(devices.c.iot_id == iot_id).values(firmware_version=version[:64])))
 
     async def save_properties(self, iot_id: str, params: dict[str, Any], time_ms: int) -> None:
         if not params:
             return
         rows = [{"iot_id": iot_id, "identifier": k, "value": json.dumps(v, ensure_ascii=False), "time_ms": time_ms}
                 for k, v in params.items()]
-        dialect = self._db.dialect.name
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(device_properties)
-        stmt = ins.on_conflict_do_update(index_elements=["iot_id", "identifier"],
-                                         set_={"value": ins.excluded.value, "time_ms": ins.excluded.time_ms})
-        async with self._db.begin() as conn:
-            await conn.execute(stmt, rows)
+        def unit(c: Connection) -> None:
+            ins = (postgresql.insert if c.dialect.name == "postgresql" else sqlite.insert)(device_properties)
+            c.execute(ins.on_conflict_do_update(index_elements=["iot_id", "identifier"],
+                                                set_={"value": ins.excluded.value, "time_ms": ins.excluded.time_ms}),
+                      rows)
             fw = params.get("FirmwareVersion")
             if isinstance(fw, str) and fw:
-                await conn.execute(update(devices).where(devices.c.iot_id == iot_id).values(firmware_version=fw[:64]))
+                c.execute(update(devices).where(devices.c.iot_id == iot_id).values(firmware_version=fw[:64]))
+
+        await self._store.write(unit)
 
     async def properties(self, iot_id: str) -> list[PropertyValue]:
-        async with self._db.connect() as conn:
-            rows = (await conn.execute(select(device_properties).where(device_properties.c.iot_id == iot_id)
-                                       .order_by(device_properties.c.identifier))).all()
+        rows = await self._store.read(lambda c: c.execute(
+            select(device_properties).where(device_properties.c.iot_id == iot_id)
+            .order_by(device_properties.c.identifier)).all())
         return [PropertyValue(r.identifier, json.loads(r.value), r.time_ms) for r in rows]
+
+
+    async def online_and_disabled(self) -> tuple[set[str], set[str]]:
+        """The IotIds the store has ONLINE (and enabled), and those disabled."""
+
+        def unit(c: Connection) -> tuple[set[str], set[str]]:
+            online: set[str] = set()
+            disabled: set[str] = set()
+            for r in c.execute(select(devices.c.iot_id, devices.c.enabled)
+                               .where(or_(devices.c.status == "ONLINE", devices.c.enabled.is_(False)))):
+                (online if r.enabled else disabled).add(r.iot_id)
+            return online, disabled
+
+        return await self._store.read(unit)
