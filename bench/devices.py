@@ -21,10 +21,12 @@ What it does, all by itself:
      the device's reply), then the async ``ForceIFrame`` (answered at once). Latency is
      counted from the moment a call was DUE (open loop: a late send counts against it);
    * disconnects all and waits until the database shows them OFFLINE;
-3. at the largest N (unless ``--no-profile``): py-spy on the server during a connect
-   storm, the sync-call load and idle time, sorted by category; and a second server run
-   under ``tracemalloc`` (``--no-memory-profile`` to skip) that says which source lines
-   hold the memory of a connection;
+3. at the largest N (unless ``--no-profile``): py-spy (``--nonblocking``) on the server
+   with the N devices idle, under the sync-call load, and during two reconnect storms
+   offered at ``--storm-rate`` (first with the server's credential cache expired, then
+   cached), sorted by category, with the connect rate each storm achieved; and a second
+   server run under ``tracemalloc`` (``--no-memory-profile`` to skip) that says which
+   source lines hold the memory of a connection;
 4. prints a table per N, the machine, the goal (10,000 devices on one node, sync p99 <
    50 ms), and ends with ONE JSON line of all the figures. ``--write-docs`` puts the
    results into docs/benchmarks.md between ``<!-- bench/devices.py:begin -->`` and
@@ -202,8 +204,17 @@ def machine_info() -> dict[str, Any]:
         pass
     import resource
 
+    tree = "-"
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        tree = (head or "?") + (" + uncommitted changes in src/" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem_gib, "kernel": platform.release(),
+        "tree": tree, "cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem_gib, "kernel": platform.release(),
         "python": platform.python_version(), "uvicorn": version_of("uvicorn"), "uvloop": version_of("uvloop"),
         "sqlalchemy": version_of("SQLAlchemy"), "aiosqlite": version_of("aiosqlite"),
         "asyncpg": version_of("asyncpg"), "orjson": version_of("orjson"),
@@ -1230,7 +1241,8 @@ def docs_block(j: dict[str, Any]) -> str:
     m, cfg = j["machine"], j["config"]
     db = "PostgreSQL " + m.get("postgresql", "") if cfg["backend"] == "postgres" else "SQLite"
     out = [
-        f"Measured {j['measured_utc']} with `{cfg['command']}`.",
+        f"Measured {j['measured_utc']} with `{cfg['command']}`"
+        + (f" on commit {m['tree']}." if m.get("tree", "-") != "-" else "."),
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; Linux {m['kernel']}; Python {m['python']}, "
         f"uvicorn {m['uvicorn']}, uvloop {m['uvloop']}, SQLAlchemy {m['sqlalchemy']}, {db}. The server, the "
