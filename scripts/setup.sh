@@ -34,4 +34,14 @@ if [ "$extras" = "test" ]; then
       echo "warning: ffmpeg not found and not root; media interop tests fall back to PyAV" >&2
     fi
   fi
+  # Debian's chromium for the console browser test (Playwright drives /usr/bin/chromium;
+  # its own browser download does not work here and is never used).
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "warning: could not install chromium; the console browser test will be skipped (fails under CI)" >&2
+    else
+      echo "warning: chromium not found and not root; the console browser test will be skipped (fails under CI)" >&2
+    fi
+  fi
 fi

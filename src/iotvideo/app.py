@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from iotvideo.config import Settings
+from iotvideo.console import Console
 from iotvideo.devicelink.node import DeviceEndpoint
 from iotvideo.domain.live import LiveAuthorizer, LiveSessions, media_token_signer
 from iotvideo.media.hub import HubConfig
@@ -30,10 +31,12 @@ class Server:
         self.gateway: GatewayASGI | None = None
         # A publish needs a push token the cloud issued for that stream: the newest one replaces an old push.
         self.media = MediaEndpoint(settings, hub=HubConfig(replace_publisher=True))
+        self.console = Console(lambda: self.services)  # the web console, /console/
         self.web = Starlette(routes=[Route("/healthz", self.healthz),
                                      Route("/mqtt/auth", self.mqtt_hook, methods=["POST"]),
                                      Route("/mqtt/acl", self.mqtt_hook, methods=["POST"]),
-                                     *self.media.routes],
+                                     *self.media.routes,
+                                     *self.console.routes],
                              lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager

@@ -150,6 +150,26 @@ def enable_access_key(key_id: str, data_dir: Optional[Path] = DataDir, database_
     _set_enabled(key_id, True, data_dir, database_url)
 
 
+@admin.command("create-user")
+def create_user(
+    username: str, data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl,
+    tenant: str = typer.Option(..., "--tenant", help="Tenant name; created if missing."),
+    password: Optional[str] = typer.Option(None, "--password", envvar="IOTVIDEO_PASSWORD",
+                                           help="[env IOTVIDEO_PASSWORD; asked for when not given]"),
+) -> None:
+    """Create a web console user of a tenant (password hashed with scrypt)."""
+    from iotvideo.domain.users import Users
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def go(sv):  # type: ignore[no-untyped-def]
+        return await Users(sv.store).create(await sv.tenants.ensure_tenant(tenant), username, password)
+
+    user = _with_services(settings(data_dir, database_url), go)
+    typer.echo(json.dumps({"UserId": user.id, "Username": user.username, "Tenant": user.tenant_name}))
+
+
 @admin.command("list-tenants")
 def list_tenants(data_dir: Optional[Path] = DataDir, database_url: Optional[str] = DbUrl) -> None:
     """List tenants, one JSON object per line."""
@@ -181,6 +201,7 @@ def demo(
     info = _with_services(s, lambda sv: prepare_demo(sv, s.data_dir))
     endpoint = f"{s.host}:{s.http_port}"
     typer.echo("iotvideo demo is starting:")
+    typer.echo(f"  Web console     http://{endpoint}/console/   (user {info['ConsoleUser']}, password {info['ConsolePassword']})")
     typer.echo(f"  API endpoint    http://{endpoint}/   (Alibaba Cloud SDKs: endpoint='{endpoint}', protocol='http')")
     typer.echo(f"  AccessKeyId     {info['AccessKeyId']}")
     typer.echo(f"  AccessKeySecret {info['AccessKeySecret']}")

@@ -153,3 +153,13 @@ device_properties = Table(
     Column("time_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("iot_id", "identifier", name="pk_device_properties"),
 )
+
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(32), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
