@@ -43,7 +43,6 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -55,6 +54,7 @@ HELLO = BENCH / "hello_app.py"
 DOCS = ROOT / "docs" / "benchmarks.md"
 DEFAULT_PG = os.environ.get("IOTVIDEO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_VERSION = "2018-01-20"
+from benchkit import _utc_now, ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 10.0
 NOISY_PCT = 25.0  # other processes' CPU during a run, in % of one core, above which a row is noisy
@@ -66,10 +66,6 @@ for _v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"
 # The bench decides the server's settings itself; none may leak in from the shell.
 for _v in [k for k in os.environ if k.startswith("IOTVIDEO_") and k != "IOTVIDEO_TEST_PG_ADMIN_URL"]:
     os.environ.pop(_v)
-
-
-def say(*a: object) -> None:
-    print(*a, file=sys.stderr, flush=True)
 
 
 # --- tools ------------------------------------------------------------------------
@@ -100,12 +96,6 @@ def ensure_wrk() -> str | None:
     if not found:
         say("  wrk could not be installed: using the Python load generator")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -188,13 +178,6 @@ def wait_quiet(max_wait: float, threshold_pct: float = 20.0) -> float:
         if bg <= threshold_pct or time.time() >= deadline:
             return bg
         say(f"    machine busy ({bg:.0f} % of a core used by others): waiting for quiet")
-
-
-def version_of(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def machine_info(wrk: str | None) -> dict[str, Any]:
@@ -351,26 +334,6 @@ def seed(data_dir: Path, database_url: str | None, n_devices: int) -> Seed:
 
 
 # --- pre-signed requests ----------------------------------------------------------
-
-def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def v1_request(host: str, key_id: str, secret: str, action: str, api_params: dict[str, str]) -> bytes:
-    """What aliyun-python-sdk-core sends: ``POST /?<everything, signed V1>``, empty body."""
-    from iotvideo.openapi import signing
-
-    params = {
-        **api_params, "Action": action, "Version": API_VERSION, "Format": "JSON", "RegionId": "cn-shanghai",
-        "Timestamp": _utc_now(), "SignatureMethod": "HMAC-SHA1", "SignatureType": "",
-        "SignatureVersion": "1.0", "SignatureNonce": secrets.token_hex(16), "AccessKeyId": key_id,
-    }
-    params["Signature"] = signing.v1_signature(secret, "POST", params)
-    qs = "&".join(f"{signing.percent_encode(k)}={signing.percent_encode(v)}" for k, v in params.items())
-    return (f"POST /?{qs} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: AlibabaCloud (bench) Python/3\r\n"
-            f"Accept-Encoding: identity\r\nx-acs-action: {action}\r\nx-acs-version: {API_VERSION}\r\n"
-            "Content-Length: 0\r\n\r\n").encode()
-
 
 def v3_request(host: str, key_id: str, secret: str, action: str, api_params: dict[str, str]) -> bytes:
     """What the new SDK (alibabacloud-tea-openapi) sends by default: ACS3-HMAC-SHA256."""
@@ -738,14 +701,6 @@ def categorize(raw: Path) -> dict[str, Any]:
         "top_self_main": [(k, round(100 * v / total_main, 1))
                           for k, v in sorted(top_self.items(), key=lambda kv: -kv[1])[:15]],
     }
-
-
-def ensure_py_spy() -> str | None:
-    exe = Path(sys.executable).with_name("py-spy")
-    if not exe.exists():
-        say("installing py-spy into the venv (pip install py-spy)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], timeout=600)
-    return str(exe) if exe.exists() else shutil.which("py-spy")
 
 
 # --- the bench --------------------------------------------------------------------

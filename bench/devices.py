@@ -51,7 +51,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,6 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +66,7 @@ BENCH = ROOT / "bench"
 SIM = BENCH / "device_sim.py"
 DOCS = ROOT / "docs" / "benchmarks.md"
 API_VERSION = "2018-01-20"
+from benchkit import ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
 GOAL_DEVICES = 10_000
 GOAL_P99_MS = 50.0
 MARK_BEGIN = "<!-- bench/devices.py:begin -->"
@@ -83,16 +82,6 @@ for _v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"
 if "--_traced-server" not in sys.argv:
     for _v in [k for k in os.environ if k.startswith("IOTVIDEO_") and k != "IOTVIDEO_TEST_PG_ADMIN_URL"]:
         os.environ.pop(_v)
-
-
-def say(*a: object) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- /proc ------------------------------------------------------------------------
@@ -177,13 +166,6 @@ def wait_quiet(max_wait: float, own_pct: float = 0.0, threshold_pct: float = 20.
         if not said:
             say(f"    machine busy ({bg:.0f} % of a core used by others): waiting up to {max_wait:g} s for quiet")
             said = True
-
-
-def version_of(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
 
 
 def machine_info() -> dict[str, Any]:
@@ -338,26 +320,6 @@ class StatusCounter:
 
 
 # --- signed API calls --------------------------------------------------------------
-
-def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def v1_request(host: str, key_id: str, secret: str, action: str, api_params: dict[str, str]) -> bytes:
-    """What aliyun-python-sdk-core sends: ``POST /?<everything, signed V1>``, empty body."""
-    from iotvideo.openapi import signing
-
-    params = {
-        **api_params, "Action": action, "Version": API_VERSION, "Format": "JSON", "RegionId": "cn-shanghai",
-        "Timestamp": _utc_now(), "SignatureMethod": "HMAC-SHA1", "SignatureType": "",
-        "SignatureVersion": "1.0", "SignatureNonce": secrets.token_hex(16), "AccessKeyId": key_id,
-    }
-    params["Signature"] = signing.v1_signature(secret, "POST", params)
-    qs = "&".join(f"{signing.percent_encode(k)}={signing.percent_encode(v)}" for k, v in params.items())
-    return (f"POST /?{qs} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: AlibabaCloud (bench) Python/3\r\n"
-            f"Accept-Encoding: identity\r\nx-acs-action: {action}\r\nx-acs-version: {API_VERSION}\r\n"
-            "Content-Length: 0\r\n\r\n").encode()
-
 
 def invoke_request(host: str, seed: Seed, iot_id: str, identifier: str, args: dict[str, Any]) -> bytes:
     return v1_request(host, seed.key_id, seed.secret, "InvokeThingService",
@@ -685,14 +647,6 @@ class SimClient:
 
 
 # --- profiling --------------------------------------------------------------------
-
-def ensure_py_spy() -> str | None:
-    exe = Path(sys.executable).with_name("py-spy")
-    if not exe.exists():
-        say("installing py-spy into the venv (pip install py-spy)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], timeout=600)
-    return str(exe) if exe.exists() else shutil.which("py-spy")
-
 
 class Spy:
     """``py-spy record --format raw --nonblocking`` on a pid until stopped (SIGINT makes it write)."""

@@ -53,6 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchkit import free_port, say  # noqa: E402
 from iotvideo.media.rtmp import (  # noqa: E402
     Connected,
     MediaData,
@@ -76,16 +77,6 @@ for _v in [k for k in os.environ if k.startswith("IOTVIDEO_")]:
     os.environ.pop(_v)
 
 _CLK = os.sysconf("SC_CLK_TCK")
-
-
-def say(*a: object) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- setup ---------------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Helpers the benchmarks share: logging to stderr, free ports, versions, signed requests."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+API_VERSION = "2018-01-20"
+
+
+def say(*a: object) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def version_of(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def v1_request(host: str, key_id: str, secret: str, action: str, api_params: dict[str, str]) -> bytes:
+    """What aliyun-python-sdk-core sends: ``POST /?<everything, signed V1>``, empty body."""
+    from iotvideo.openapi import signing
+
+    params = {
+        **api_params, "Action": action, "Version": API_VERSION, "Format": "JSON", "RegionId": "cn-shanghai",
+        "Timestamp": _utc_now(), "SignatureMethod": "HMAC-SHA1", "SignatureType": "",
+        "SignatureVersion": "1.0", "SignatureNonce": secrets.token_hex(16), "AccessKeyId": key_id,
+    }
+    params["Signature"] = signing.v1_signature(secret, "POST", params)
+    qs = "&".join(f"{signing.percent_encode(k)}={signing.percent_encode(v)}" for k, v in params.items())
+    return (f"POST /?{qs} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: AlibabaCloud (bench) Python/3\r\n"
+            f"Accept-Encoding: identity\r\nx-acs-action: {action}\r\nx-acs-version: {API_VERSION}\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def ensure_py_spy() -> str | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        say("installing py-spy into the venv (pip install py-spy)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], timeout=600)
+    return str(exe) if exe.exists() else shutil.which("py-spy")
