@@ -61,4 +61,7 @@
     b.addEventListener("click", () => play(b.dataset.scheme));
   }
   window.addEventListener("pagehide", stop);
+  // Opening a camera shows it: start the low-latency HLS view at once (muted, so browsers
+  // allow autoplay); the buttons switch protocol.
+  play("hls");
 })();
