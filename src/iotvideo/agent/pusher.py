@@ -237,6 +237,8 @@ class RtmpPusher:
             raise RuntimeError("a pusher starts once")
         loop = asyncio.get_running_loop()
         self._published = loop.create_future()
+        # start() may have given up (timeout, cancel) before the failure is set: mark it seen.
+        self._published.add_done_callback(lambda f: f.cancelled() or f.exception())
         source_task = asyncio.ensure_future(self.source.start())
         try:
             async with asyncio.timeout(self.start_timeout):
