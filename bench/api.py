@@ -54,7 +54,7 @@ HELLO = BENCH / "hello_app.py"
 DOCS = ROOT / "docs" / "benchmarks.md"
 DEFAULT_PG = os.environ.get("IOTVIDEO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_VERSION = "2018-01-20"
-from benchkit import _utc_now, ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
+from benchkit import cpu_and_memory, _utc_now, ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 10.0
 NOISY_PCT = 25.0  # other processes' CPU during a run, in % of one core, above which a row is noisy
@@ -181,21 +181,7 @@ def wait_quiet(max_wait: float, threshold_pct: float = 20.0) -> float:
 
 
 def machine_info(wrk: str | None) -> dict[str, Any]:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
+    cpu, mem_gib = cpu_and_memory()
     wrk_version = "-"
     if wrk:
         out = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import platform
 import time
 from importlib import metadata
 from pathlib import Path
@@ -57,3 +58,23 @@ def ensure_py_spy() -> str | None:
         say("installing py-spy into the venv (pip install py-spy)")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], timeout=600)
     return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+def cpu_and_memory() -> tuple[str, float | None]:
+    """The CPU model name and the memory in GiB, from /proc (fallbacks when unreadable)."""
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return cpu, mem_gib

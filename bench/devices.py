@@ -66,7 +66,7 @@ BENCH = ROOT / "bench"
 SIM = BENCH / "device_sim.py"
 DOCS = ROOT / "docs" / "benchmarks.md"
 API_VERSION = "2018-01-20"
-from benchkit import ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
+from benchkit import cpu_and_memory, ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
 GOAL_DEVICES = 10_000
 GOAL_P99_MS = 50.0
 MARK_BEGIN = "<!-- bench/devices.py:begin -->"
@@ -169,21 +169,7 @@ def wait_quiet(max_wait: float, own_pct: float = 0.0, threshold_pct: float = 20.
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
+    cpu, mem_gib = cpu_and_memory()
     import resource
 
     tree = "-"

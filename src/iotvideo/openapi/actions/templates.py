@@ -14,16 +14,12 @@ SECTION_FIELDS = ("DayOfWeek", "Begin", "End")
 
 
 def _int_field(obj: dict[str, str], field: str, lo: int, hi: int, i: int) -> int:
+    """One integer field of section ``i``, checked by the shared decoder under its wire name."""
     name = f"TimeSections.{i}.{field}"
-    raw = obj.get(field)
-    if raw is None or raw == "":
+    value = Params({name: obj.get(field, "")}).int(name, min=lo, max=hi)
+    if value is None:
         raise invalid_parameter(name, "is required")
-    if not raw.lstrip("-").isdigit() or not raw.isascii():
-        raise invalid_parameter(name, "must be an integer")
-    v = int(raw)
-    if not lo <= v <= hi:
-        raise invalid_parameter(name, f"must be {lo}..{hi}")
-    return v
+    return value
 
 
 def time_sections(p: Params) -> list[TimeSection] | None:
