@@ -14,7 +14,7 @@ from iotvideo import ids
 from iotvideo.bus import Bus, DeviceDeleted, DeviceDisabled
 from iotvideo.domain.clock import now_ms
 from iotvideo.domain.paging import Page, PageRequest
-from iotvideo.errors import BusinessError, not_found, tenant_auth_error
+from iotvideo.errors import BusinessError, tenant_auth_error
 from iotvideo.secretbox import SecretBox
 from iotvideo.store.schema import device_properties, devices, plan_devices, plan_tables, products
 from iotvideo.store.units import Query, Store
@@ -283,4 +283,4 @@ def _valid_device_name(name: str) -> None:
         raise BusinessError("460", "DeviceName must be 4..32 characters of letters, digits and -_@.:")
 
 
-__all__ = ["Device", "DeviceRef", "Product", "Registry", "resolve_iot_id", "not_found", "STATUSES"]
+__all__ = ["Device", "DeviceRef", "Product", "Registry", "resolve_iot_id", "STATUSES"]
