@@ -9,7 +9,10 @@
     GET  /console/static/…   CSS, JS and the vendored players
 
 Every page but the sign-in form needs the session cookie (else 302 to the form; the JSON
-endpoint answers 401). A user only ever sees and plays devices of their own tenant.
+endpoint answers 401). A user only ever sees and plays devices of their own tenant. Failed
+sign-ins are throttled (``console.throttle``): 5 wrong passwords for a user name within 15 min
+(or 50 from one address) lock it out for 60 s, doubling up to 1 h; the form then answers 429
+with ``Retry-After`` without checking the password.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Callable
+from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -28,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from iotvideo.console.sessions import Sessions
+from iotvideo.console.throttle import SignInThrottle
 from iotvideo.devicelink.link import Target
 from iotvideo.domain.devices import DeviceRef
 from iotvideo.domain.users import ConsoleUser, Users
@@ -70,6 +75,7 @@ class Console:
     def __init__(self, services: Callable[[], "Services | None"]) -> None:
         self._services = services
         self.sessions = Sessions()
+        self.throttle = SignInThrottle()
 
     @property
     def routes(self) -> list[Any]:
@@ -132,10 +138,20 @@ class Console:
             return Response("form too large", 413)
         form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
         username, password = form.get("username", ""), form.get("password", "")
+        peer = request.client.host if request.client else "?"
+        wait = self.throttle.wait_s(username, peer)
+        if wait > 0:
+            log.info("console sign-in for %r throttled (%.0f s left)", username[:64], wait)
+            r = await self.login_form(request, f"Too many failed sign-ins: try again in {ceil(wait)} s.",
+                                      username, status=429)
+            r.headers["Retry-After"] = str(ceil(wait))
+            return r
         user = await Users(self.sv.store).verify(username, password) if username and password else None
         if user is None:
+            self.throttle.failed(username, peer)
             log.info("console sign-in refused for %r", username[:64])
             return await self.login_form(request, "Wrong user name or password.", username, status=401)
+        self.throttle.succeeded(username)
         nxt = form.get("next", "/console/")
         if not nxt.startswith("/console/") or nxt.startswith("//"):
             nxt = "/console/"
