@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     mqtt_broker_username: str | None = None
     mqtt_broker_password: str | None = None
     mqtt_share_group: str = "iotvideo"
+    # Embedded broker: CONNECTs authenticated at once; beyond it a CONNECT gets CONNACK 3.
+    mqtt_max_pending_auth: int = Field(default=512, ge=1)
     # How long a cloud→device service call waits for the device's reply.
     rpc_timeout_s: float = 5.0
     # Live media (docs/media.md): RTMP publish and play; HTTP-FLV and HLS share http_port.

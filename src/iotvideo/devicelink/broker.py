@@ -10,6 +10,9 @@ topic with ``publish``. Who may connect and what they may do is decided by the
 Rules kept here:
 * the first packet must be CONNECT, within ``connect_timeout``; authentication is
   async, packets arriving meanwhile wait (reading is paused);
+* at most ``max_pending_auth`` authentications run at once: a CONNECT beyond that (a
+  reconnect storm after an outage) gets CONNACK 3 "server unavailable" at once, and the
+  device retries with its back-off, instead of every CONNECT queueing on the store;
 * a second connection with the same identity replaces the first;
 * a connection silent for 1.5 × its keep-alive is closed (keep-alive 0: never);
 * any protocol error closes that connection only; a slow reader's QoS 0 messages are
@@ -29,6 +32,7 @@ from typing import Protocol
 
 from iotvideo.devicelink.mqtt import (
     CONNACK_ACCEPTED,
+    CONNACK_SERVER_UNAVAILABLE,
     SUBACK_FAILURE,
     ConnAck,
     Connect,
@@ -85,6 +89,7 @@ class BrokerHooks(Protocol):
 class BrokerStats:
     connections: int = 0
     refused: int = 0
+    shed: int = 0  # CONNECTs answered "server unavailable" because too many were authenticating
     protocol_errors: int = 0
     denied_publishes: int = 0
     dropped_slow: int = 0
@@ -98,6 +103,7 @@ class BrokerLimits:
     connect_timeout: float = 10.0
     max_write_buffer: int = 1024 * 1024
     max_subscriptions: int = 64
+    max_pending_auth: int = 512  # CONNECTs being authenticated at once; more get CONNACK 3
 
 
 class Session(asyncio.Protocol):
@@ -190,6 +196,16 @@ class Session(asyncio.Protocol):
             self.close(f"unexpected {type(p).__name__}")
 
     def _start_auth(self, c: Connect) -> None:
+        broker = self.broker
+        if broker.pending_auth >= broker.limits.max_pending_auth:
+            broker.stats.shed += 1
+            if broker.stats.shed % 1000 == 1:
+                log.warning("mqtt: %d CONNECTs authenticating, shedding new ones (CONNACK 3); %d shed so far",
+                            broker.pending_auth, broker.stats.shed)
+            self._write(encode(ConnAck(False, CONNACK_SERVER_UNAVAILABLE)))
+            self.close("server busy: too many CONNECTs authenticating")
+            return
+        broker.pending_auth += 1
         self._authenticating = True
         self.client_id = c.client_id
         self.keepalive = c.keepalive
@@ -201,7 +217,10 @@ class Session(asyncio.Protocol):
 
     async def _auth(self, c: Connect) -> None:
         try:
-            ident = await self.broker.hooks.authenticate(c, self.peer)
+            try:
+                ident = await self.broker.hooks.authenticate(c, self.peer)
+            finally:
+                self.broker.pending_auth -= 1
         except ConnectRefused as e:
             self.broker.stats.refused += 1
             log.info("mqtt connect refused peer=%s client_id=%r username=%r code=%d reason=%s", self.peer,
@@ -211,7 +230,7 @@ class Session(asyncio.Protocol):
             return
         except Exception:
             log.exception("mqtt authentication failed")
-            self._write(encode(ConnAck(False, 3)))  # server unavailable
+            self._write(encode(ConnAck(False, CONNACK_SERVER_UNAVAILABLE)))
             self.close("authentication error")
             return
         if self._closed:
@@ -311,6 +330,7 @@ class Broker:
         self.sessions: dict[str, Session] = {}
         self.trie: TopicTrie[Session] = TopicTrie()
         self.stats = BrokerStats()
+        self.pending_auth = 0  # CONNECTs whose authentication is running
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None

@@ -8,7 +8,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from iotvideo.config import Settings
-from iotvideo.devicelink.broker import Broker
+from iotvideo.devicelink.broker import Broker, BrokerLimits
 from iotvideo.devicelink.link import DeviceLink
 from iotvideo.domain.device_state import DeviceState
 
@@ -44,7 +44,7 @@ class DeviceEndpoint:
         reset = await self.state.reset_online()
         if reset:
             log.info("%d devices left ONLINE by a previous run marked OFFLINE", reset)
-        self.broker = Broker(self.link)
+        self.broker = Broker(self.link, BrokerLimits(max_pending_auth=s.mqtt_max_pending_auth))
         self.link.transport = self.broker
         host = s.mqtt_host or s.host
         self.ports["mqtt"] = await self.broker.listen(host, s.mqtt_port)
