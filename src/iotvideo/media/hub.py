@@ -20,11 +20,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
 from .frames import Codec, MediaFrame
 from .hls import HlsConfig, HlsPackager
+
+if TYPE_CHECKING:
+    from .transcode import G711ToAac
 
 __all__ = [
     "HlsSink",
@@ -715,25 +718,82 @@ class HlsSink:
     A publisher leaving finishes the playlist (``#EXT-X-ENDLIST``); the next publisher
     starts a fresh packager. ``await changed()`` wakes on every playlist change (for
     blocking playlist reload).
+
+    G.711 audio cannot go into fMP4 for browsers: it is transcoded to AAC-LC on its way
+    to the packager (``transcode.G711ToAac``, created at the first G.711 frame, so AAC
+    streams pay nothing). G.711 carries no configuration record, so a packager would
+    start its first segment on the first key frame without audio; at a packager's start
+    the video is therefore held back until audio shows up (its AAC config comes with the
+    first G.711 frame) or until the video has advanced half a part target (stream time).
     """
+
+    _HOLD_MAX_FRAMES: Final = 256
 
     def __init__(self, config: HlsConfig | None = None, *, wall_clock: Clock = time.time) -> None:
         self.config = config or HlsConfig()
         self.packager = HlsPackager(self.config)
         self.detach: Callable[[], None] | None = None
+        self.transcoder: G711ToAac | None = None
         self._wall = wall_clock
         self._waiters: list[asyncio.Future[None]] = []
+        self._starting = True  # no audio seen yet by this packager: hold its first video
+        self._held: list[tuple[MediaFrame, float]] = []
 
     def __call__(self, frame: MediaFrame) -> None:
-        packager = self.packager
-        if packager.ended:
-            packager = self.packager = HlsPackager(self.config)
-        if packager.feed(frame, self._wall()):
+        if self.packager.ended:
+            self._renew()
+        now = self._wall()
+        if frame.codec is Codec.PCMA or frame.codec is Codec.PCMU:
+            if self.transcoder is None:
+                from .transcode import G711ToAac  # PyAV is loaded only for streams that need it
+
+                self.transcoder = G711ToAac()
+            changed = False
+            for aac in self.transcoder.feed(frame):
+                changed = self._feed(aac, now) or changed
+        else:
+            changed = self._feed(frame, now)
+        if changed:
             self._notify()
 
     def end(self) -> None:
+        if self.transcoder is not None and not self.packager.ended:
+            for aac in self.transcoder.flush():
+                self._feed(aac, self._wall())
+        self._release()
         self.packager.finish()
         self._notify()
+
+    def _renew(self) -> None:
+        self.packager = HlsPackager(self.config)
+        self.transcoder = None  # a new publisher: a new timeline, and the packager needs the AAC config again
+        self._starting = True
+        self._held = []
+
+    def _feed(self, frame: MediaFrame, now: float) -> bool:
+        if self._starting:
+            if frame.is_audio:  # its configuration goes in before the held key frame starts the segment
+                self._starting = False
+                if frame.is_config:
+                    changed = self.packager.feed(frame, now)
+                    return self._release() or changed
+                changed = self._release()
+                return self.packager.feed(frame, now) or changed
+            if frame.is_video and not frame.is_config and (self._held or frame.keyframe):
+                self._held.append((frame, now))
+                first = self._held[0][0]
+                if frame.dts - first.dts >= self.config.part_target_ms / 2 or len(self._held) >= self._HOLD_MAX_FRAMES:
+                    self._starting = False
+                    return self._release()
+                return False
+        return self.packager.feed(frame, now)
+
+    def _release(self) -> bool:
+        held, self._held = self._held, []
+        changed = False
+        for frame, at in held:
+            changed = self.packager.feed(frame, at) or changed
+        return changed
 
     async def changed(self) -> None:
         """Return at the next playlist change (callers loop until ``ready_for`` holds)."""
