@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -326,6 +327,8 @@ class Heard:
     audio_codec: str = ""
     audio_pts: list[float] = field(default_factory=list)
     audio_samples: int = 0
+    pcm: list[float] = field(default_factory=list)  # the first seconds of decoded float audio
+    audio_rate: int = 0
     error: str = ""
 
 
@@ -343,6 +346,9 @@ def listen(kind: str, url: str, max_s: float = 30) -> Heard:
                         heard.audio_codec = packet.stream.codec_context.name
                         heard.audio_pts.append(float(frame.time))
                         heard.audio_samples += frame.samples
+                        heard.audio_rate = frame.sample_rate
+                        if frame.format.name == "fltp" and len(heard.pcm) < 4 * frame.sample_rate:
+                            heard.pcm.extend(array.array("f", bytes(frame.planes[0]))[: frame.samples])
                 if time.monotonic() - t0 > max_s:
                     break
     except Exception as e:  # reported by the assertions
@@ -357,42 +363,74 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo
     stop_server(info)
 
 
-def test_ffmpeg_g711_publisher_hls_plays_aac_rtmp_and_flv_keep_g711(real_server: ServerInfo) -> None:
+def ffmpeg_g711(push_url: str, seconds: float) -> subprocess.Popen[bytes]:
+    """Debian's ffmpeg, in real time: H.264 test pattern + a 1 kHz tone as G.711 A-law 8 kHz mono, FLV over RTMP."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         if os.environ.get("CI"):
             pytest.fail("no ffmpeg binary (scripts/setup.sh installs it)")
         pytest.skip("no ffmpeg binary")
-    from iotvideo.config import Settings
-    from iotvideo.domain.live import media_token_signer
-
-    signer = media_token_signer(Settings(data_dir=real_server.data_dir))
-    iot_id = "g711cam" + secrets.token_hex(3)
-    name = f"{iot_id}_0"
-    base = f"http://127.0.0.1:{real_server.port}"
-    urls = {
-        "rtmp": f"rtmp://127.0.0.1:{real_server.rtmp_port}/live/{name}?token={signer.issue('play', name, 60)}",
-        "flv": f"{base}/live/{name}.flv?token={signer.issue('play', name, 60)}",
-        "hls": f"{base}/hls/{name}/index.m3u8?token={signer.issue('play', name, 60)}",
-    }
-    push = f"rtmp://127.0.0.1:{real_server.rtmp_port}/live/{name}?token={signer.issue('push', f'{iot_id}/0', 60)}"
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=1000",
-           "-t", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-preset", "ultrafast",
-           "-c:a", "pcm_alaw", "-ar", "8000", "-ac", "1", "-f", "flv", push]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        publisher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            # the multivariant playlist names the transcoded audio once the stream is live
-            codecs = ""
-            deadline = time.monotonic() + 20
-            while "mp4a" not in codecs and time.monotonic() < deadline:
-                r = httpx.get(f"{base}/hls/{name}/index.m3u8?token={signer.issue('play', name, 60)}", timeout=20)
-                assert r.status_code == 200, r.text
-                m = re.search(r'CODECS="([^"]*)"', r.text)
-                codecs = m.group(1) if m else ""
+           "-t", str(seconds), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-preset", "ultrafast",
+           "-c:a", "pcm_alaw", "-ar", "8000", "-ac", "1", "-f", "flv", push_url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@dataclass
+class G711Stream:
+    """A stream name on the real server, with tokens signed by the server's own key."""
+
+    server: ServerInfo
+    iot_id: str = field(default_factory=lambda: "g711cam" + secrets.token_hex(3))
+
+    def __post_init__(self) -> None:
+        from iotvideo.config import Settings
+        from iotvideo.domain.live import media_token_signer
+
+        self.signer = media_token_signer(Settings(data_dir=self.server.data_dir))
+
+    @property
+    def name(self) -> str:
+        return f"{self.iot_id}_0"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def push_url(self) -> str:
+        token = self.signer.issue("push", f"{self.iot_id}/0", 60)
+        return f"rtmp://127.0.0.1:{self.server.rtmp_port}/live/{self.name}?token={token}"
+
+    def play_url(self, kind: str) -> str:
+        token = self.signer.issue("play", self.name, 60)
+        if kind == "rtmp":
+            return f"rtmp://127.0.0.1:{self.server.rtmp_port}/live/{self.name}?token={token}"
+        if kind == "flv":
+            return f"{self.base}/live/{self.name}.flv?token={token}"
+        return f"{self.base}/hls/{self.name}/index.m3u8?token={token}"
+
+    def hls_codecs(self, timeout: float = 20) -> str:
+        """The CODECS of the multivariant playlist once it names audio (or what it says at the timeout)."""
+        codecs = ""
+        deadline = time.monotonic() + timeout
+        while "mp4a" not in codecs and time.monotonic() < deadline:
+            r = httpx.get(self.play_url("hls"), timeout=20)
+            assert r.status_code == 200, r.text
+            m = re.search(r'CODECS="([^"]*)"', r.text)
+            codecs = m.group(1) if m else ""
+            if "mp4a" not in codecs:
                 time.sleep(0.2)
-            players = {k: pool.submit(listen, k, u) for k, u in urls.items()}
+        return codecs
+
+
+def test_ffmpeg_g711_publisher_hls_plays_aac_rtmp_and_flv_keep_g711(real_server: ServerInfo) -> None:
+    stream = G711Stream(real_server)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        publisher = ffmpeg_g711(stream.push_url(), 8)
+        try:
+            codecs = stream.hls_codecs()  # the multivariant playlist names the transcoded audio once live
+            players = {k: pool.submit(listen, k, stream.play_url(k)) for k in ("rtmp", "flv", "hls")}
             _, err = publisher.communicate(timeout=60)
             assert publisher.returncode == 0, err.decode(errors="replace")
         finally:
@@ -407,8 +445,64 @@ def test_ffmpeg_g711_publisher_hls_plays_aac_rtmp_and_flv_keep_g711(real_server:
     assert hls.audio_codec == "aac" and hls.video_frames >= 50
     assert hls.audio_samples >= 3 * 16000 and len(hls.audio_pts) >= 40
     assert all(b > a for a, b in zip(hls.audio_pts, hls.audio_pts[1:])), "HLS audio timestamps not increasing"
+    assert hls.audio_rate == 16000 and abs(dominant_frequency(hls.pcm, hls.audio_rate) - 1000) <= 25
     for kind in ("rtmp", "flv"):
         h = heard[kind]
         assert not h.error, f"{kind}: {h.error}"
         assert h.audio_codec == "pcm_alaw" and h.video_frames >= 50 and h.audio_samples >= 3 * 8000, h
         assert all(b >= a for a, b in zip(h.audio_pts, h.audio_pts[1:])), f"{kind}: audio timestamps go back"
+
+
+# --- Chromium: hls.js plays the transcoded audio ---------------------------------------------------
+
+HLS_JS = Path(__file__).resolve().parents[1] / "src/iotvideo/console/static/vendor/hls.min.js"
+
+
+def test_chromium_hls_js_plays_g711_stream_with_audio(real_server: ServerInfo) -> None:
+    from test_console_browser import CHROMIUM_FLAGS, chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium not found (scripts/setup.sh test installs Debian's chromium)")
+        pytest.skip("chromium not found")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    stream = G711Stream(real_server)
+    publisher = ffmpeg_g711(stream.push_url(), 20)
+    try:
+        assert "mp4a.40.2" in stream.hls_codecs()
+        url = stream.play_url("hls")
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(stream.base + "/healthz")  # the server's origin
+                page.set_content('<video id="video" muted autoplay playsinline></video>')
+                page.add_script_tag(path=str(HLS_JS))
+                page.evaluate("""url => {
+                    window.buffers = {}; window.errors = [];
+                    const hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+                    hls.on(Hls.Events.BUFFER_CREATED, (_e, d) => {
+                        for (const [type, t] of Object.entries(d.tracks)) window.buffers[type] = t.codec;
+                    });
+                    hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) window.errors.push(d.details); });
+                    hls.loadSource(url);
+                    hls.attachMedia(document.getElementById('video'));
+                }""", url)
+                page.wait_for_function(
+                    "() => { const v = document.getElementById('video');"
+                    " return window.errors.length > 0 || (v.currentTime > 2 && v.webkitAudioDecodedByteCount > 0); }",
+                    timeout=30_000)
+                errors = page.evaluate("window.errors")
+                buffers = page.evaluate("window.buffers")
+                decoded = page.evaluate("document.getElementById('video').webkitAudioDecodedByteCount")
+                played = page.evaluate("document.getElementById('video').currentTime")
+            finally:
+                browser.close()
+    finally:
+        publisher.kill()
+        publisher.wait(10)
+    print(f"g711 in Chromium (hls.js): buffers {buffers}, {decoded} audio bytes decoded, currentTime {played:.1f} s")
+    assert errors == []
+    assert any("mp4a.40.2" in (codec or "") for codec in buffers.values()), buffers
+    assert decoded > 0 and played > 2
