@@ -15,6 +15,7 @@ from iotvideo.config import Settings
 from iotvideo.console import Console
 from iotvideo.devicelink.node import DeviceEndpoint
 from iotvideo.domain.live import LiveAuthorizer, LiveSessions, media_token_signer
+from iotvideo.http_protocol import Handler
 from iotvideo.media.hub import HubConfig
 from iotvideo.media.node import MediaEndpoint
 from iotvideo.openapi.gateway import Gateway, GatewayASGI
@@ -76,6 +77,13 @@ class Server:
             return JSONResponse({"result": "deny"}, status_code=400)
         hook = external.http_auth if request.url.path == "/mqtt/auth" else external.http_acl
         return JSONResponse(await hook(body))
+
+    def route(self, path: str) -> Handler | None:
+        """The direct route of the HTTP protocol (iotvideo/http_protocol.py): the gateway's
+        ``/`` once it is up; everything else goes through ASGI (``__call__``)."""
+        if path == "/" and self.gateway is not None:
+            return self.gateway.direct
+        return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and self.gateway is not None:

@@ -48,8 +48,7 @@ def serve(
     rtmp_port: Optional[int] = typer.Option(None, "--rtmp-port", help="RTMP port for publishing and playing live streams [default 1935]."),
 ) -> None:
     """Run the server until SIGTERM/SIGINT."""
-    import uvicorn
-
+    from iotvideo import http_protocol
     from iotvideo.app import create_app
     from iotvideo.logs import setup_logging
 
@@ -61,8 +60,8 @@ def serve(
     # handler it found installed; make that handler a clean exit (status 0), which also
     # covers a SIGTERM that arrives before uvicorn has taken over the signals.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(create_app(s), host=s.host, port=s.http_port, log_config=None, access_log=False,
-                loop="auto", http="auto", lifespan="on", timeout_graceful_shutdown=10)
+    server = create_app(s)
+    http_protocol.run(server, s.host, s.http_port, route=server.route)
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from iotvideo import ids
 from iotvideo.errors import BusinessError, GatewayError, invalid_parameter, missing_parameter
+from iotvideo.logs import HotLog
 from iotvideo.openapi import render, signing
 from iotvideo.openapi.actions import ACTIONS_LOADED  # noqa: F401  (registers handlers)
 from iotvideo.openapi.params import Params
@@ -201,9 +202,14 @@ os.register_at_fork(after_in_child=_new_request_ids)  # a forked child must not 
 
 
 def _log_call(rid: str, action: str, key_id: str, status: int, outcome: str, t0: float) -> None:
-    """The one ``api`` log line of a call: who did what, how it ended, how long it took; never a secret."""
-    log.info("api request_id=%s action=%s access_key_id=%s status=%d outcome=%r latency_ms=%.2f",
-             rid, _safe(action), _safe(key_id), status, outcome, (time.perf_counter() - t0) * 1000)
+    """The one ``api`` log line of a call: who did what, how it ended, how long it took; never a secret.
+    Written without the logging record machinery when logging is set up as usual (logs.HotLog)."""
+    if _hot.enabled():
+        _hot.info(f"api request_id={rid} action={_safe(action)} access_key_id={_safe(key_id)} status={status} "
+                  f"outcome={outcome!r} latency_ms={(time.perf_counter() - t0) * 1000:.2f}")
+
+
+_hot = HotLog("iotvideo.api")
 
 
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -279,10 +285,23 @@ def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple
 
 
 class GatewayASGI:
-    """The gateway as a bare ASGI app (no framework on the hot path)."""
+    """The gateway as a bare ASGI app (no framework on the hot path), and as a direct
+    handler of the server's HTTP protocol (:meth:`direct`, iotvideo/http_protocol.py)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    async def direct(self, method: str, path: str, raw_query: bytes, headers: list[tuple[bytes, bytes]],
+                     body: bytes | None) -> tuple[int, bytes, bytes]:
+        """(status, content type, body) of one request; ``body`` None: it was over MAX_BODY."""
+        t0 = time.perf_counter()
+        try:
+            if body is None:
+                raise GatewayError(413, "RequestEntityTooLarge", "The request body is too large.")
+            req = parse_incoming(method, path, raw_query, headers, body)
+        except GatewayError as e:
+            return self.gateway.reject(e, t0)
+        return await self.gateway.handle(req)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
