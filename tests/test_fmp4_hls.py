@@ -36,6 +36,7 @@ from iotvideo.media.fmp4 import Sample, Track, TrackFragment, fragment, init_seg
 from iotvideo.media.frames import Codec, MediaFrame
 from iotvideo.media.rtmp import amf0
 from iotvideo.media.hls import HlsConfig, HlsPackager, Variant, VodSegment, render_multivariant, render_vod_playlist
+from llhls_check import check_media_playlist, first_video_sync
 
 # --- helpers: parameter sets, configs, frames -----------------------------------------
 
@@ -327,7 +328,7 @@ def feed_video(p: HlsPackager, frames: int, fps: int = 10, gop: int = 10, start:
 
 
 def small_packager(window: int = 3) -> HlsPackager:
-    p = HlsPackager(HlsConfig(segment_target=1.0, part_target=0.3, window=window))
+    p = HlsPackager(HlsConfig(segment_target=1.0, part_target=0.3, window=window, start_segment=None))
     p.feed(video_config())
     return p
 
@@ -418,7 +419,7 @@ def test_codec_change_starts_a_discontinuity() -> None:
 
 
 def test_audio_and_video_parts() -> None:
-    p = HlsPackager(HlsConfig(segment_target=2.0, part_target=1 / 3, window=6))
+    p = HlsPackager(HlsConfig(segment_target=2.0, part_target=1 / 3, window=6, start_segment=None))
     p.feed(video_config())
     p.feed(audio_config())
     k = 0
@@ -451,7 +452,7 @@ def test_audio_and_video_parts() -> None:
 
 
 def test_audio_only_stream_and_dropped_frames() -> None:
-    p = HlsPackager(HlsConfig(segment_target=1.0, part_target=0.3))
+    p = HlsPackager(HlsConfig(segment_target=1.0, part_target=0.3, start_segment=None))
     p.feed(audio_frame(0))  # no configuration yet: dropped
     p.feed(MediaFrame(Codec.PCMA, 0, 0, b"\xd5" * 160))  # G.711: transcoded upstream, ignored here
     p.feed(audio_config())
@@ -475,12 +476,73 @@ def test_waits_for_key_frame_and_survives_timestamp_reset() -> None:
 
 
 def test_segment_cut_without_key_frames_when_too_long() -> None:
-    p = HlsPackager(HlsConfig(segment_target=1.0, part_target=0.3, max_segment=3.0))
+    # a GOP longer than the target duration: segments are cut at part boundaries anyway, so
+    # EXT-X-TARGETDURATION (1 s) holds and never changes; the next key frame starts a segment again
+    p = HlsPackager(HlsConfig(segment_target=1.0, part_target=0.3, start_segment=None))
     p.feed(video_config())
     for i in range(80):
-        p.feed(video_frame(i * 100, i == 0), now=0.0)
-    assert [s.duration_ms for s in p.segments] == [3000, 3000] and not p.segments[1].independent
-    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in p.media_playlist()
+        p.feed(video_frame(i * 100, i in (0, 50)), now=0.0)
+        check_media_playlist(p.media_playlist(), p.resource)
+    assert [s.duration_ms for s in p.segments] == [1400, 1400, 1400, 800, 1400, 1400]
+    assert [s.independent for s in p.segments] == [True, False, False, False, True, False]
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in p.media_playlist() and p.target_duration() == 1
+
+
+def test_first_segment_cut_short_then_back_on_key_frames() -> None:
+    p = HlsPackager(HlsConfig(segment_target=2.0, part_target=1 / 3))  # start_segment 0.7 s by default
+    p.feed(video_config())
+    assert not p.ready_for(0)
+    for i in range(12):  # 15 fps, GOP 1 s: frames 0..733 ms
+        p.feed(video_frame(i * 1000 // 15, i % 15 == 0), now=1_700_000_000.0 + i / 15)
+    # the first segment ends at the first frame past 0.7 s: a player reading whole segments starts now
+    assert p.ready_for(0) and [round(s.duration_ms) for s in p.segments] == [733]
+    assert [(round(pi.duration_ms), pi.independent) for pi in p.segments[0].parts] == [(333, True), (333, False),
+                                                                                         (67, False)]
+    for i in range(12, 75):  # to 5 s
+        p.feed(video_frame(i * 1000 // 15, i % 15 == 0), now=1_700_000_000.0 + i / 15)
+    # the rest of the first GOP is a segment of its own (not independent), then 2 s key-frame segments
+    assert [round(s.duration_ms) for s in p.segments] == [733, 267, 2000]
+    assert [s.independent for s in p.segments] == [True, False, True]
+    pl = check_media_playlist(p.media_playlist(), p.resource)
+    assert pl.target == 2 and not pl.independent_segments and pl.part_target == 0.334
+    assert [first_video_sync(s.data) for s in p.segments] == [True, False, True]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([10, 12.5, 15, 24, 25, 30]), st.integers(1, 60), st.integers(0, 6),
+       st.sampled_from([None, 0.3, 0.5, 1.0]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_live_playlists_follow_the_ll_hls_rules(fps: float, gop_frames: int, jitter_ms: int,
+                                                 start: float | None, audio: bool, seed: int) -> None:
+    """Every playlist a player could fetch, for a camera with any frame rate and GOP up to the
+    segment target, timestamps jittering by a few ms, with or without AAC: valid per RFC 8216bis."""
+    import random
+
+    rng = random.Random(seed)
+    gop_frames = min(gop_frames, int(2 * fps))
+    p = HlsPackager(HlsConfig(start_segment=start))
+    p.feed(video_config())
+    if audio:
+        p.feed(audio_config())
+    k = 0
+    targets: set[int] = set()
+    last_msn = -1
+    for i in range(int(fps * 9)):
+        t = round(i * 1000 / fps) + (rng.randint(-jitter_ms, jitter_ms) if i else 0)
+        while audio and round(k * 1024 * 1000 / 44100) <= t:
+            p.feed(audio_frame(k), now=float(t))
+            k += 1
+        if p.feed(video_frame(t, i % gop_frames == 0), now=1_700_000_000.0 + t / 1000):
+            pl = check_media_playlist(p.media_playlist(), p.resource)
+            targets.add(pl.target)
+            if pl.segments:
+                assert pl.segments[-1].msn >= last_msn
+                last_msn = pl.segments[-1].msn
+    assert len(targets) == 1, f"TARGETDURATION changed: {targets}"
+    assert p.segments
+    if gop_frames / fps <= 2.0 - 1 / fps and start is None:  # every segment a whole number of GOPs
+        assert all(s.independent for s in p.segments)
+    p.finish()
+    check_media_playlist(p.media_playlist(), p.resource)
 
 
 frame_events = st.lists(
@@ -677,7 +739,9 @@ def test_pyav_decodes_our_fmp4_and_hls(codec: Codec, tmp_path: Path) -> None:
         pytest.skip(f"cannot encode {codec.value}: {e}")
     audio = encode_aac(3.0) if codec is Codec.H264 else []
     p = package(interleave(video, audio), tmp_path)
-    assert len(p.segments) == 3 and [round(s.duration_ms) for s in p.segments] == [1000, 1000, 1000]
+    # a short first segment (to the first frame past 0.7 s), the rest of the first GOP, then GOPs
+    assert [round(s.duration_ms) for s in p.segments] == [720, 280, 1000, 1000]
+    check_media_playlist((tmp_path / "live.m3u8").read_text(), lambda uri: (tmp_path / uri).read_bytes())
     expected_entry = b"avc1" if codec is Codec.H264 else b"hvc1"
     assert sample_entry(p.init() or b"")[0] == expected_entry
     n_video = sum(1 for f in video if not f.is_config)

@@ -2,7 +2,12 @@
 
 ``HlsPackager`` takes a stream's ``MediaFrame``s and cuts them into fMP4 parts (about a
 third of a second, on any frame) and segments (on key frames), keeping a sliding window
-in memory. It renders the media and multivariant playlists and answers lookups and
+in memory. A stream's first segment is cut short, at the first frame past ``start_segment``
+(key frame or not), and the next one at the next key frame: players that read whole segments
+(FFmpeg, VLC) and the first playlist request need not wait for a whole GOP. Segments are
+otherwise whole GOPs as long as ``round(duration)`` stays within the target duration; a
+longer GOP is cut at a part boundary (a segment that is not independent), so
+``EXT-X-TARGETDURATION`` never changes. It renders the media and multivariant playlists and answers lookups and
 blocking-reload questions; the asyncio server waits on its ``version`` changing.
 Resource names are ``init.mp4`` (``init<g>.mp4`` after a codec change), ``seg<msn>.m4s``
 and ``part<id>.m4s``, where a part id counts parts across segments so the preload hint
@@ -63,6 +68,9 @@ class HlsConfig:
     part_target: float = 1 / 3
     window: int = 6  # complete segments kept and listed
     max_segment: float = 12.0  # cut here even without a key frame, so memory stays bounded
+    # the first segment ends at the first frame this far in, key frame or not (None: a GOP, like the others):
+    # enough for a player that reads whole segments and probes half a second (FFmpeg -analyzeduration 0.5 s)
+    start_segment: float | None = 0.7
 
     @property
     def part_target_ms(self) -> int:
@@ -160,6 +168,9 @@ class HlsPackager:
         self._audio_base = 0
         self._audio_next: int | None = None  # expected decode time of the next AAC frame
         self._last_step = 40.0  # the last video frame's duration, ms
+        self._started = False  # the first segment (cut short, see ``start_segment``) is done
+        self._last_key_t: float | None = None
+        self._gop_ms: float | None = None  # the last key-frame interval seen
 
     # --- input ----------------------------------------------------------------------
 
@@ -183,6 +194,7 @@ class HlsPackager:
         if self._open is not None:
             if self._held is not None:
                 end = self._held.t + self._last_step
+                self._make_room(end)
                 self._take_held(end)
                 self._close_part(end)
                 self._held = None
@@ -243,6 +255,7 @@ class HlsPackager:
                 self._clock = (now, t)
             self._start_generation(t)
             self._held = _Held(t, frame.pts - frame.dts, frame.data, True)
+            self._last_key_t = t
             return
         if frame.codec is not self._video.codec and not (frame.keyframe and self._tracks_changed):
             return  # frames of the next configuration before its first key frame
@@ -253,20 +266,63 @@ class HlsPackager:
             t = held.t + 1
             self._last_t = t if self._last_t is None else max(self._last_t, t)
         step = self._last_step = t - held.t
+        self._make_room(t)
         self._take_held(t)
+        assert self._open is not None
         segment_ms = t - self._open.start_ms
+        part_full = t - self._part_start + step > self.config.part_target_ms
+        gop = None if self._last_key_t is None else t - self._last_key_t
+        if frame.keyframe:
+            self._last_key_t, self._gop_ms = t, gop
         if (
-            frame.keyframe and (self._tracks_changed or segment_ms >= self.config.segment_target * 1000 - step / 2)
-        ) or segment_ms >= self.config.max_segment * 1000:
+            frame.keyframe and (
+                self._tracks_changed
+                or (segment_ms >= self.config.segment_target * 1000 - step / 2 if self._gop_ms is None
+                    else segment_ms + self._gop_ms + step > self._limit_ms)  # another GOP would not fit
+                or not self._open_independent()  # back on key-frame boundaries after a short cut
+            )
+        ) or segment_ms >= self.config.max_segment * 1000 or self._start_cut(t) \
+                or (part_full and segment_ms + step > self._limit_ms):  # a GOP longer than the target: cut anyway
             self._close_part(t)
             self._close_segment()
             if self._tracks_changed and frame.keyframe:
                 self._start_generation(t)
             else:
                 self._open_segment(t)
-        elif t - self._part_start + step > self.config.part_target_ms:
+        elif part_full:
             self._close_part(t)
         self._held = _Held(t, frame.pts - frame.dts, frame.data, frame.keyframe)
+
+    @property
+    def _limit_ms(self) -> float:
+        """The longest segment whose duration still rounds to at most the target duration."""
+        return (self.target_duration() + 0.5) * 1000 - 1
+
+    def _make_room(self, end: float) -> None:
+        """Before the held frame takes its place up to ``end``: if that would make the part longer
+        than PART-TARGET or the segment round above TARGETDURATION (a late or long frame), end
+        them before the held frame, so the playlist's promises hold."""
+        held, seg = self._held, self._open
+        assert held is not None and seg is not None
+        late_segment = end - seg.start_ms > self._limit_ms and (seg.parts or self._video_samples)
+        if self._video_samples and (late_segment or end - self._part_start > self.config.part_target_ms):
+            self._close_part(held.t)
+        if late_segment and seg.parts:
+            self._close_segment()
+            self._open_segment(held.t)
+
+    def _start_cut(self, t: float) -> bool:
+        """Whether the stream's first segment ends at this frame (``start_segment``)."""
+        start = self.config.start_segment
+        assert self._open is not None
+        return not self._started and start is not None and t - self._open.start_ms >= start * 1000 - 1e-6
+
+    def _open_independent(self) -> bool:
+        """The open segment starts with a key frame (its first part, or the frames not cut yet)."""
+        assert self._open is not None
+        if self._open.parts:
+            return self._open.parts[0][0].independent
+        return self._video_samples[0].keyframe if self._video_samples else True
 
     def _take_held(self, end: float) -> None:
         held = self._held
@@ -361,6 +417,7 @@ class HlsPackager:
                 self._next_msn = seg.msn  # nothing in it: reuse its number
             return
         duration = sum(p.duration_ms for p, _ in seg.parts)
+        self._started = True
         self._max_segment_ms = max(self._max_segment_ms, duration)
         self._segments.append(Segment(
             seg.msn, seg.generation, seg.start_ms, duration, seg.program_date_time,
@@ -463,6 +520,8 @@ class HlsPackager:
     # --- playlists ------------------------------------------------------------------
 
     def target_duration(self) -> int:
+        """EXT-X-TARGETDURATION: the segment target rounded; segments are cut to stay within it, so
+        it never changes (only a single frame longer than it could raise it)."""
         return max(1, round(self.config.segment_target), round(self._max_segment_ms / 1000 + 1e-9))
 
     def media_playlist(self, uri: UriBuilder = _same) -> str:
