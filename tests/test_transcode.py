@@ -315,6 +315,37 @@ def test_hls_sink_starts_each_publisher_with_the_aac_config() -> None:
         assert sink.packager.ended and "mp4a.40.2" in sink.packager.codecs
 
 
+# --- the virtual camera's G.711 tone -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("audio", "codec"), [("g711a", Codec.PCMA), ("g711u", Codec.PCMU)])
+def test_virtual_camera_beeps_in_g711(audio: str, codec: Codec) -> None:
+    import asyncio
+
+    from iotvideo.agent.sources import VirtualSource
+
+    async def go() -> tuple[list[MediaFrame], object]:
+        src = VirtualSource(64, 64, 15, gop_s=1.0, audio=audio)
+        await src.start()
+        got: list[MediaFrame] = []
+        async for f in src.frames():
+            if f.is_audio:
+                got.append(f)
+                if len(got) == 50:  # one second
+                    break
+        await src.close()
+        return got, src.info
+
+    frames, info = asyncio.run(go())
+    assert info.audio is codec and info.sample_rate == 8000 and info.channels == 1  # type: ignore[attr-defined]
+    assert all(f.codec is codec and not f.is_config and len(f.data) == 160 and f.sample_rate == 8000 for f in frames)
+    assert [f.dts for f in frames] == [20 * i for i in range(50)]
+    samples, rate = decode_aac(run(G711ToAac(), frames))
+    assert abs(dominant_frequency(samples[: rate // 4], rate) - 1000) <= 25  # the beep's first quarter second
+    with pytest.raises(ValueError):
+        VirtualSource(64, 64, 15, audio="opus")
+
+
 # --- interop: FFmpeg publishes H.264 + G.711 to a real ``iotvideo serve`` ------------------------------
 
 

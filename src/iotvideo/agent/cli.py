@@ -34,7 +34,9 @@ def camera(
                                help="Video source: virtual (test picture), rtsp://… or a file (relayed as is)."),
     codec: str = typer.Option("h264", "--codec", help="Codec of the virtual camera: h264 or h265."),
     audio: Optional[bool] = typer.Option(None, "--audio/--no-audio",
-                                         help="AAC tone (virtual; default off) / relay the audio (default on)."),
+                                         help="A beep (virtual: default off, codec --audio-codec) / relay the audio (default on)."),
+    audio_codec: str = typer.Option("aac", "--audio-codec",
+                                    help="Codec of the virtual camera's tone with --audio: aac, g711a or g711u."),
     simulate_motion_every: Optional[float] = typer.Option(
         None, "--simulate-motion-every", metavar="SECONDS",
         help="Post a motion AlarmEvent every SECONDS while AlarmSwitch is on."),
@@ -62,6 +64,8 @@ def camera(
     _check_source(source)
     if codec not in ("h264", "h265"):
         raise typer.BadParameter("must be h264 or h265", param_hint="--codec")
+    if audio_codec not in ("aac", "g711a", "g711u"):
+        raise typer.BadParameter("must be aac, g711a or g711u", param_hint="--audio-codec")
     context: ssl.SSLContext | None = None
     if tls:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -75,7 +79,7 @@ def camera(
         log.warning("live media unavailable (%s)", exc)
         media: MediaBackend = UnsupportedMedia(source)
     else:
-        media = LiveMedia(source, codec=codec, audio=audio)
+        media = LiveMedia(source, codec=codec, audio=audio_codec if audio and source == "virtual" else audio)
     try:
         agent = CameraAgent(server, port, product_key, device_name, device_secret, source=source,
                             firmware=firmware, simulate_motion_every=simulate_motion_every, ssl=context,

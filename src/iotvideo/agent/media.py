@@ -62,7 +62,7 @@ class LiveMedia(UnsupportedMedia):
         source: str = "virtual",
         *,
         codec: str | Codec = "h264",
-        audio: bool | None = None,
+        audio: bool | str | None = None,
         main: StreamProfile = MAIN_STREAM,
         sub: StreamProfile = SUB_STREAM,
         gop_s: float = 1.0,
@@ -74,7 +74,8 @@ class LiveMedia(UnsupportedMedia):
         self.codec = Codec(codec)
         if self.codec not in (Codec.H264, Codec.H265):
             raise ValueError("codec must be h264 or h265")
-        self.audio = audio  # None: off for the virtual camera, relayed when present for a relay
+        self.audio = audio  # None: off for the virtual camera, relayed when present for a relay; or the
+        # virtual camera's audio codec: "aac", "g711a", "g711u"
         self.profiles = {0: main, 1: sub}
         self.gop_s = gop_s
         self.hevc_legacy = hevc_legacy
@@ -91,7 +92,7 @@ class LiveMedia(UnsupportedMedia):
         """A new source for ``stream_type`` from the agent's ``--source``."""
         if self.source == "virtual":
             p = self.profiles[stream_type]
-            return VirtualSource(p.width, p.height, p.fps, self.codec, gop_s=self.gop_s, audio=bool(self.audio),
+            return VirtualSource(p.width, p.height, p.fps, self.codec, gop_s=self.gop_s, audio=self.audio or False,
                                  bitrate=p.bitrate)
         return RelaySource(self.source, audio=self.audio is not False, open_timeout=max(1.0, self.start_timeout - 1))
 

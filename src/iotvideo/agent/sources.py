@@ -8,8 +8,8 @@ per track.  The work (encoding, demuxing) runs in a worker thread, so the event 
 
 * :class:`VirtualSource` encodes a moving colour-bar pattern with the wall clock burned in
   (H.264 or H.265 via libx264/libx265: ultrafast, zerolatency, no B-frames, one thread) and,
-  optionally, an AAC beep once a second; :meth:`FrameSource.force_keyframe` makes the next
-  picture an IDR.
+  optionally, a beep once a second (AAC, or G.711 A-law/µ-law at 8 kHz as cheap cameras send);
+  :meth:`FrameSource.force_keyframe` makes the next picture an IDR.
 * :class:`RelaySource` relays an RTSP URL (over TCP) or a file (looped, paced in real time)
   without transcoding: Annex B is converted to length prefixes, in-band parameter sets move into
   the config record, AAC and G.711 audio go through as they are.
@@ -363,6 +363,7 @@ _PAPER: Final = 16
 _TONE_RATE: Final = 16000
 _TONE_SAMPLES: Final = 1024
 _TONE_HZ: Final = 1000  # 64 whole periods per 1024 samples at 16 kHz: no clicks between frames
+_G711_TONE: Final = {"g711a": Codec.PCMA, "g711u": Codec.PCMU}  # the beep at 8 kHz in 20 ms frames
 
 
 def _yuv(r: int, g: int, b: int) -> tuple[int, int, int]:
@@ -448,7 +449,7 @@ class VirtualSource(FrameSource):
         codec: str | Codec = "h264",
         *,
         gop_s: float = 1.0,
-        audio: bool = False,
+        audio: bool | str = False,
         bitrate: int = 800_000,
         max_queued: int = 240,
     ) -> None:
@@ -464,7 +465,11 @@ class VirtualSource(FrameSource):
             raise ValueError("gop_s must be positive")
         self.width, self.height, self.fps = width, height, float(fps)
         self.gop = max(1, round(gop_s * fps))
-        self.audio = audio
+        if isinstance(audio, str) and audio not in ("aac", *_G711_TONE):
+            raise ValueError("audio must be aac, g711a or g711u")
+        self.audio = bool(audio)  # True or "aac": the AAC beep; "g711a"/"g711u": the beep in G.711 at 8 kHz
+        self.audio_codec = _G711_TONE.get(audio, Codec.AAC) if isinstance(audio, str) else (
+            Codec.AAC if audio else None)
         self.bitrate = bitrate
         self._force = threading.Event()
         self._video: Any = None
@@ -495,7 +500,13 @@ class VirtualSource(FrameSource):
         ctx.open()
         self._video = ctx
         sample_rate = channels = 0
-        if self.audio:
+        if self.audio_codec is Codec.PCMA or self.audio_codec is Codec.PCMU:
+            g711 = av.CodecContext.create("pcm_alaw" if self.audio_codec is Codec.PCMA else "pcm_mulaw", "w")
+            g711.sample_rate, g711.layout, g711.format = 8000, "mono", "s16"
+            g711.open()
+            self._aac = g711
+            sample_rate, channels = 8000, 1
+        elif self.audio:
             aac = av.CodecContext.create("aac", "w")
             aac.sample_rate, aac.layout, aac.format = _TONE_RATE, "mono", "fltp"
             aac.bit_rate = 32000
@@ -505,7 +516,7 @@ class VirtualSource(FrameSource):
             sample_rate, channels = _TONE_RATE, 1
         self.info = SourceInfo(
             self.codec, self.width, self.height, self.fps, self.bitrate,
-            Codec.AAC if self.audio else None, sample_rate, channels,
+            self.audio_codec, sample_rate, channels,
             f"virtual {self.codec.value} {self.width}x{self.height}@{self.fps:g}",
         )  # fmt: skip
 
@@ -516,13 +527,15 @@ class VirtualSource(FrameSource):
         painter = _Painter(self.width, self.height)
         packer = VideoPacker(self.codec)
         picture = av.VideoFrame(self.width, self.height, "yuv420p")
-        tone = array.array("f", (0.3 * math.sin(2 * math.pi * _TONE_HZ * i / _TONE_RATE)
-                                 for i in range(_TONE_SAMPLES))).tobytes()  # fmt: skip
+        g711 = self.audio_codec is Codec.PCMA or self.audio_codec is Codec.PCMU
+        rate, per_frame = (8000, 160) if g711 else (_TONE_RATE, _TONE_SAMPLES)
+        wave = [0.3 * math.sin(2 * math.pi * _TONE_HZ * i / rate) for i in range(per_frame)]
+        tone = (array.array("h", (int(32767 * x) for x in wave)) if g711 else array.array("f", wave)).tobytes()
         silence = bytes(len(tone))
         t0 = time.monotonic()
         v_index = a_index = a_out = 0
         v_step = 1.0 / self.fps
-        a_step = _TONE_SAMPLES / _TONE_RATE
+        a_step = per_frame / rate
         aac_config_sent = False
         while not self._stop.is_set():
             next_v = t0 + v_index * v_step
@@ -553,12 +566,16 @@ class VirtualSource(FrameSource):
                         self._emit(frame)
                 v_index += 1
             else:
-                samples = a_index * _TONE_SAMPLES
-                chunk = av.AudioFrame(format="fltp", layout="mono", samples=_TONE_SAMPLES)
-                chunk.sample_rate = _TONE_RATE
-                chunk.planes[0].update(tone if samples % _TONE_RATE < _TONE_RATE // 4 else silence)
+                samples = a_index * per_frame
+                chunk = av.AudioFrame(format="s16" if g711 else "fltp", layout="mono", samples=per_frame)
+                chunk.sample_rate = rate
+                chunk.planes[0].update(tone if samples % rate < rate // 4 else silence)
                 chunk.pts = samples
                 for packet in self._aac.encode(chunk):
+                    if g711:  # one packet per chunk, no delay
+                        ms = round(samples * 1000 / rate)
+                        self._emit(MediaFrame(self.audio_codec, ms, ms, bytes(packet), sample_rate=rate, channels=1))
+                        continue
                     if not aac_config_sent:
                         aac_config_sent = True
                         self._emit(MediaFrame(Codec.AAC, 0, 0, bytes(self._aac.extradata or b""), is_config=True,
