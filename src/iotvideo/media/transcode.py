@@ -95,6 +95,7 @@ class G711ToAac:
         self._expected_ms = 0.0  # input time the next input frame should start at
         self._position = 0  # output samples given to the encoder in this run
         self._last_out: int | None = None  # the last output timestamp, ms
+        self._floor: int | None = None  # this run's output stays above it (None after a jump back)
 
     def config_frame(self, dts: int = 0) -> MediaFrame:
         """The AAC configuration record (AudioSpecificConfig) of the output."""
@@ -186,6 +187,8 @@ class G711ToAac:
         self._anchor_ms = self._expected_ms = float(dts)
         self._position = 0
         self._format = None
+        last = self._last_out
+        self._floor = last if last is not None and dts > last - self.max_gap_ms else None
 
     def _set_input(self, fmt: tuple[Codec, int, int], out: list[MediaFrame]) -> None:
         if self._resampler is not None:  # what the old resampler still holds belongs before the new input
@@ -222,9 +225,9 @@ class G711ToAac:
             if p.pts is None or p.pts < 0:  # the encoder's priming frame: nothing of the input in it
                 continue
             t = round(self._anchor_ms + p.pts * 1000 / rate)
-            if self._last_out is not None and t <= self._last_out and t > self._last_out - self.max_gap_ms:
-                continue  # overlaps the previous run's tail
-            self._last_out = t
+            if self._floor is not None and t <= self._floor:
+                continue  # overlaps what the previous run sent
+            self._last_out = self._floor = t
             out.append(MediaFrame(Codec.AAC, t, t, bytes(p)))
             self.stats.frames_out += 1
 
