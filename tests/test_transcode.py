@@ -305,6 +305,16 @@ def test_hls_sink_leaves_aac_and_video_only_streams_alone() -> None:
     assert sink.packager.segments  # the video held back at the start was released
 
 
+def test_hls_sink_packages_an_audio_only_g711_stream() -> None:
+    sink = HlsSink(HlsConfig(segment_target=1.0))
+    for f in packets(Codec.PCMU, g711(Codec.PCMU, tone(1000, 3.0)), start_ms=40_000):
+        sink(f)
+    sink.end()
+    p = sink.packager
+    assert p.codecs == "mp4a.40.2" and len(p.segments) >= 2
+    assert all(s.independent for s in p.segments)
+
+
 def test_hls_sink_starts_each_publisher_with_the_aac_config() -> None:
     sink = HlsSink(HlsConfig(segment_target=1.0))
     stream = interleave(video_frames(2.0), packets(Codec.PCMA, g711(Codec.PCMA, tone(1000, 2.0))))
