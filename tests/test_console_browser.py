@@ -37,6 +37,7 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--autoplay-policy=no-user-gesture-required"]
 PLAY_S = 20.0
+LIVE_JS = Path(__file__).resolve().parent.parent / "src" / "iotvideo" / "console" / "static" / "live.js"
 
 
 def chromium_path() -> str | None:
@@ -194,6 +195,79 @@ def test_browser_plays_live_video(page: Any, world: World) -> None:
     page.wait_for_url(re.compile(r"/console/login"))
     page.goto(world.base + "/console/")
     assert "/console/login" in page.url
+
+
+HLS_CONFIG = re.compile(r"const HLS_CONFIG = (\{.*?\});")
+FIRST_FRAME_JS = """(args) => new Promise((resolve) => {
+  const [url, config] = args;
+  const video = document.createElement("video");
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  const events = [];
+  const t0 = Date.now();
+  const hls = new Hls(config);
+  for (const e of ["MANIFEST_LOADED", "LEVEL_LOADED", "FRAG_LOADED", "FRAG_BUFFERED"]) {
+    hls.on(Hls.Events[e], (_e, d) => events.push([e, Date.now() - t0, (d.frag && d.frag.sn) ?? "",
+                                                 (d.part && d.part.index) ?? ""]));
+  }
+  hls.on(Hls.Events.ERROR, (_e, d) => { events.push(["ERROR", Date.now() - t0, d.details, d.fatal]);
+                                        if (d.fatal) resolve({ error: d.details, events }); });
+  video.requestVideoFrameCallback((now, meta) => {
+    const presented = Date.now();
+    window.__hls = hls;
+    resolve({ presented, width: meta.width, mediaTime: meta.mediaTime, events });
+  });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+  video.play().catch(() => {});
+  setTimeout(() => resolve({ error: "no frame in 15 s", events }), 15000);
+})"""
+
+
+def test_hlsjs_first_frame_from_an_idle_camera(world: World, browser: Any) -> None:
+    """LL-HLS with hls.js (the console's own configuration) from a camera that was idle: the
+    first frame presented (requestVideoFrameCallback) counted from the QueryLiveStreaming call."""
+    from alibabacloud_linkvisual20180120.client import Client
+
+    from conftest import new_config
+    from test_live import camera_media, query
+
+    key = off_loop(world.server.new_key)
+    sdk = OldSdk(world.server, key)
+    cam = off_loop(make_camera, sdk)
+    config_js = HLS_CONFIG.search(LIVE_JS.read_text())
+    assert config_js, "live.js defines HLS_CONFIG on one line"
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(world.base + "/console/login")
+        page.add_script_tag(url="/console/static/vendor/hls.min.js")
+        config = page.evaluate(f"({config_js.group(1)})")
+        lvc = Client(new_config(world.server, key, None))
+        figures = []
+        with running_agent(world.server, cam, media=camera_media()) as runner:
+            wait_until(status_is(sdk, cam, "ONLINE"), "the camera to be ONLINE", timeout=20)
+            assert runner.agent.media.streams_pushing() == 0
+            for attempt in range(2):  # the main stream, then the sub stream: each idle until asked for
+                t0 = time.time()
+                url = query(lvc, cam, scheme="hls", stream_type=attempt).data.path
+                out = page.evaluate(FIRST_FRAME_JS, [url, config])
+                assert "error" not in out, out
+                ms = out["presented"] - t0 * 1000
+                figures.append(ms)
+                assert out["width"] == (192 if attempt == 0 else 160), out
+                print(f"idle camera, LL-HLS with hls.js in Chromium (stream {attempt}): first frame presented "
+                      f"{ms:.0f} ms after the QueryLiveStreaming call; hls.js events (ms after start): "
+                      f"{[e[:2] for e in out['events'][:8]]}")
+                # and it goes on playing (polled: the console's CSP forbids wait_for_function's eval)
+                deadline = time.monotonic() + 10
+                while page.evaluate("() => window.__hls.media.currentTime") < 1.0:
+                    assert time.monotonic() < deadline, "hls.js did not keep playing"
+                    time.sleep(0.2)
+                page.evaluate("() => window.__hls.destroy()")
+        print("HLSJS_FIRST_FRAME_MS", [round(x) for x in figures])
+    finally:
+        ctx.close()
 
 
 def test_another_tenants_device_is_not_playable(world: World) -> None:

@@ -6,6 +6,10 @@
   const video = document.getElementById("video");
   const state = document.getElementById("state");
   let player = null;
+  // hls.js in low-latency mode: it follows the playlist's PART-HOLD-BACK (1 s), loads parts
+  // with blocking playlist reloads, and speeds up a little (up to 1.5x) to catch up when behind.
+  // tests/test_console_browser.py measures first-frame time with this very line.
+  const HLS_CONFIG = { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 10 };
 
   function say(text) { state.textContent = text; }
 
@@ -30,7 +34,7 @@
       const url = await playUrl(scheme);
       if (scheme === "hls") {
         if (window.Hls && Hls.isSupported()) {
-          const hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+          const hls = new Hls(HLS_CONFIG);
           hls.on(Hls.Events.ERROR, (_e, d) => { if (d.fatal) say("HLS error: " + d.details); });
           hls.loadSource(url);
           hls.attachMedia(video);
