@@ -61,7 +61,8 @@ def main() -> None:
     data = alaw(args.seconds)
     run(data[:16000], 16000)  # warm up (codec tables)
     results = {}
-    print(f"G.711 A-law 8 kHz mono, {args.seconds:.0f} s, 20 ms frames, median of {args.runs} runs (PyAV {av.__version__})")
+    print(f"G.711 A-law 8 kHz mono, {args.seconds:.0f} s, 20 ms frames, median of {args.runs} runs "
+          f"(PyAV {av.__version__})")
     print(f"{'AAC out':>10} {'CPU ms per s':>13} {'% of a core':>12} {'frames out':>11}")
     for rate in (8000, 16000, 48000):
         cpu = []

@@ -34,7 +34,8 @@ def camera(
                                help="Video source: virtual (test picture), rtsp://… or a file (relayed as is)."),
     codec: str = typer.Option("h264", "--codec", help="Codec of the virtual camera: h264 or h265."),
     audio: Optional[bool] = typer.Option(None, "--audio/--no-audio",
-                                         help="A beep (virtual: default off, codec --audio-codec) / relay the audio (default on)."),
+                                         help="A beep (virtual: default off; see --audio-codec) / relay the audio "
+                                              "(default on)."),
     audio_codec: str = typer.Option("aac", "--audio-codec",
                                     help="Codec of the virtual camera's tone with --audio: aac, g711a or g711u."),
     simulate_motion_every: Optional[float] = typer.Option(

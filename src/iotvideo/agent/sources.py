@@ -527,7 +527,8 @@ class VirtualSource(FrameSource):
         painter = _Painter(self.width, self.height)
         packer = VideoPacker(self.codec)
         picture = av.VideoFrame(self.width, self.height, "yuv420p")
-        g711 = self.audio_codec is Codec.PCMA or self.audio_codec is Codec.PCMU
+        audio_codec = self.audio_codec or Codec.AAC
+        g711 = audio_codec is not Codec.AAC
         rate, per_frame = (8000, 160) if g711 else (_TONE_RATE, _TONE_SAMPLES)
         wave = [0.3 * math.sin(2 * math.pi * _TONE_HZ * i / rate) for i in range(per_frame)]
         tone = (array.array("h", (int(32767 * x) for x in wave)) if g711 else array.array("f", wave)).tobytes()
@@ -574,7 +575,7 @@ class VirtualSource(FrameSource):
                 for packet in self._aac.encode(chunk):
                     if g711:  # one packet per chunk, no delay
                         ms = round(samples * 1000 / rate)
-                        self._emit(MediaFrame(self.audio_codec, ms, ms, bytes(packet), sample_rate=rate, channels=1))
+                        self._emit(MediaFrame(audio_codec, ms, ms, bytes(packet), sample_rate=rate, channels=1))
                         continue
                     if not aac_config_sent:
                         aac_config_sent = True
