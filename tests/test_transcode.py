@@ -354,6 +354,11 @@ def test_virtual_camera_beeps_in_g711(audio: str, codec: Codec) -> None:
     assert abs(dominant_frequency(samples[: rate // 4], rate) - 1000) <= 25  # the beep's first quarter second
     with pytest.raises(ValueError):
         VirtualSource(64, 64, 15, audio="opus")
+    # what ``iotvideo camera --audio --audio-codec g711a|g711u`` builds
+    from iotvideo.agent.media import LiveMedia
+
+    made = LiveMedia("virtual", audio=audio).make_source(0)
+    assert isinstance(made, VirtualSource) and made.audio_codec is codec
 
 
 # --- interop: FFmpeg publishes H.264 + G.711 to a real ``iotvideo serve`` ------------------------------
