@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from datetime import datetime, timezone
 
 from iotvideo.errors import GatewayError
@@ -32,6 +33,11 @@ def parse_utc(value: str) -> float:
 class ReplayGuard:
     """Remembers (AccessKeyId, nonce) pairs for the window; bounded memory.
 
+    Expiry is incremental: pairs are kept in arrival order (a deque beside the dict) and
+    each check forgets the few at the front whose time is up, so the work is the same for
+    every request (no periodic sweep of the whole dict, which stalled every request in
+    flight for milliseconds once it held a few 100,000 pairs).
+
     One process's memory: several API nodes each keep their own, so a nonce replayed
     to a *different* node inside the window is not caught (docs/security.md).
     """
@@ -40,7 +46,7 @@ class ReplayGuard:
         self.window_s = window_s
         self._max = max_entries
         self._seen: dict[tuple[str, str], float] = {}
-        self._next_sweep = 0.0
+        self._order: deque[tuple[float, tuple[str, str]]] = deque()
 
     def check(self, key_id: str, nonce: str, timestamp: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -50,15 +56,28 @@ class ReplayGuard:
                                f"Specified time stamp or date value is expired: it must be within {self.window_s} s of the server time.")
         if not nonce or len(nonce) > 128:
             raise GatewayError(400, "MissingSignatureNonce", "The signature nonce must be 1..128 characters.")
-        if now >= self._next_sweep or len(self._seen) >= self._max:
-            self._sweep(now)
+        order = self._order
+        if order and order[0][0] <= now:
+            self._expire(now)
         k = (key_id, nonce)
         if k in self._seen:
             raise GatewayError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
-        self._seen[k] = now + self.window_s
-
-    def _sweep(self, now: float) -> None:
-        self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
-        self._next_sweep = now + 10
         if len(self._seen) >= self._max:
             raise GatewayError(503, "ServiceUnavailable", "Too many requests in the replay window.")
+        exp = now + self.window_s
+        self._seen[k] = exp
+        order.append((exp, k))
+
+    def _expire(self, now: float) -> None:
+        """Forgets the pairs whose time is up, from the oldest (at most 64 a call, so no
+        call pays for a backlog: arrivals are at most one per call)."""
+        order, seen = self._order, self._seen
+        for _ in range(64):
+            if not order or order[0][0] > now:
+                return
+            exp, k = order.popleft()
+            if seen.get(k) == exp:
+                del seen[k]
+
+    def __len__(self) -> int:
+        return len(self._seen)

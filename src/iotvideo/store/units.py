@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -222,6 +223,14 @@ class PgStore(Store):
         # level to set and reset per checkout.
         self._ro = read_engine
         self._renewed = 0.0
+        # Read connections stay checked out of that pool and are kept here between units
+        # (an AUTOCOMMIT connection has no state to reset): a unit takes one off this
+        # list instead of a pool checkout + Connection + checkin + reset (≈ 40 µs).
+        self._idle: list[Connection] = []
+        self._open = 0
+        self._max_open = PG_READ_POOL[0]
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._closed = False
 
     async def read(self, fn: Unit[T]) -> T:
         started = time.monotonic()
@@ -231,29 +240,104 @@ class PgStore(Store):
             if not e.connection_invalidated:
                 raise
             # SQLAlchemy saw the disconnect and dropped the pool's older connections.
+            await self._drop_idle()
         except Disconnected:
             # A Query saw it, past SQLAlchemy: the pool's other connections are likely
             # dead too (server restart, failover), so start a new pool, unless that was
             # done since this unit started (concurrent units see the same outage).
             if self._renewed < started:
                 self._renewed = time.monotonic()
+                await self._drop_idle()
                 await self._ro.dispose()
         # The server closed the connection (restart, idle timeout, failover): once more
         # on a fresh one.
         return await self._read(fn)
 
-    # What ``async with engine.connect() as conn: await conn.run_sync(fn)`` does, in ONE
-    # greenlet instead of three (connect, run_sync, close): ≈ 30 µs less per unit.
-
     async def _read(self, fn: Unit[T]) -> T:
-        return await greenlet_spawn(_run_read, self._ro.sync_engine, fn)  # type: ignore[no-any-return]
+        c = await self._checkout()
+        try:
+            result: T = await greenlet_spawn(_run_on, c, fn)
+        except BaseException:
+            await self._checkin(c, broken=c.invalidated or c.closed)
+            raise
+        await self._checkin(c, broken=False)
+        return result
+
+    async def _checkout(self) -> Connection:
+        while True:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self._max_open:
+                self._open += 1
+                try:
+                    return await greenlet_spawn(self._ro.sync_engine.connect)  # type: ignore[no-any-return]
+                except BaseException:
+                    self._open -= 1
+                    self._wake()
+                    raise
+            fut: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                c = await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled() and fut.result() is not None:
+                    self._idle.append(fut.result())  # handed over as we were cancelled: pass it on
+                    self._wake()
+                raise
+            if c is not None:
+                return c
+
+    async def _checkin(self, c: Connection, broken: bool) -> None:
+        if broken or self._closed or c.invalidated or c.closed:
+            self._open -= 1
+            await _close_quietly(c)
+            self._wake()
+            return
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(c)
+                return
+        self._idle.append(c)
+
+    def _wake(self) -> None:
+        """A connection slot came free: the first waiter tries again (opens one)."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for c in idle:
+            await _close_quietly(c)
+        for _ in idle:
+            self._wake()
 
     async def write(self, fn: Unit[T]) -> T:
         return await greenlet_spawn(_run_write, self.engine.sync_engine, fn)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
+        self._closed = True
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        await self._drop_idle()
         await self._ro.dispose()
         await super().close()
+
+
+async def _close_quietly(c: Connection) -> None:
+    """Gives a kept read connection back (closed if it is broken); never raises."""
+    try:
+        await greenlet_spawn(c.close)
+    except Exception:
+        pass
 
 
 def round_trips(c: Connection) -> bool:
@@ -278,9 +362,14 @@ def head_and_page(head: Select[Any], columns: Sequence[Any], where: Sequence[Any
             .order_by(*pc[len(columns):]))
 
 
-def _run_read(engine: Engine, fn: Unit[T]) -> T:
-    with engine.connect() as c:
+def _run_on(c: Connection, fn: Unit[T]) -> T:
+    """A read unit on a kept AUTOCOMMIT connection; what SQLAlchemy began (it autobegins
+    on ``execute``; nothing at the server in AUTOCOMMIT) is ended, as a checkin would."""
+    try:
         return fn(c)
+    finally:
+        if c.in_transaction():
+            c.rollback()
 
 
 def _run_write(engine: Engine, fn: Unit[T]) -> T:
