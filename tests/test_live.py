@@ -24,6 +24,7 @@ import pytest
 
 from api_support import business_error
 from conftest import BACKENDS, Key, OldSdk, ServerInfo, new_config, pg_available, start_server, stop_server
+from llhls_check import check_media_playlist
 from test_agent import make_camera, running_agent, status_is, wait_until
 from test_media_servers import RtmpPeer
 
@@ -161,6 +162,48 @@ def test_query_live_streaming_every_scheme_plays(server: ServerInfo, old_sdk: Ol
             stop(lvc, cam)
             wait_until(lambda: pushes(agent) == 0, "the camera to stop pushing", timeout=10)
     print("LIVE_FIRST_FRAME_MS", json.dumps({k: round(v) for k, v in figures.items()}), server.backend)
+
+
+def test_hls_from_an_idle_camera_stays_valid_ll_hls(server: ServerInfo, old_sdk: OldSdk, lvc: Client) -> None:
+    """The live playlists a low-latency player sees from the first request on (blocking reload of
+    each next part, as hls.js does) pass the RFC 8216bis checks of ``llhls_check``, with the parts
+    they list served and flagged INDEPENDENT exactly when they start with a key frame; the
+    target duration never changes and the preload-hinted part is served once it exists."""
+    cam = make_camera(old_sdk)
+    with start_camera(server, old_sdk, cam), httpx.Client(timeout=15) as http:
+        wait_until(status_is(old_sdk, cam, "ONLINE"), "the camera to be ONLINE")
+        t0 = time.perf_counter()
+        url = query(lvc, cam, scheme="hls", stream_type=0).data.path
+        base = url.split("index.m3u8")[0]
+        multivariant = http.get(url)
+        assert multivariant.status_code == 200 and 'CODECS="avc1.' in multivariant.text, multivariant.text
+        media = next(ln for ln in multivariant.text.splitlines() if ln and not ln.startswith("#"))
+
+        def fetch(uri: str) -> bytes | None:
+            r = http.get(base + uri)
+            return r.content if r.status_code == 200 else None
+
+        first = http.get(base + media)
+        first_ms = (time.perf_counter() - t0) * 1000
+        pl = check_media_playlist(first.text, fetch)
+        assert pl.segments and pl.segments[0].parts[0].independent and not pl.ended
+        first_segment_s = pl.segments[0].duration
+        targets, msn_seen = {pl.target}, pl.media_sequence
+        for _ in range(24):  # about 8 s of parts, one blocking reload each
+            msn = pl.media_sequence + len(pl.segments)
+            r = http.get(f"{base}{media}&_HLS_msn={msn}&_HLS_part={len(pl.open_parts)}")
+            assert r.status_code == 200, r.text
+            pl = check_media_playlist(r.text, fetch)
+            assert pl.media_sequence >= msn_seen
+            msn_seen = pl.media_sequence
+            targets.add(pl.target)
+        assert targets == {2}, targets
+        assert pl.preload_hint is not None
+        hinted = http.get(base + pl.preload_hint)  # blocks until the part exists
+        assert hinted.status_code == 200 and hinted.content[4:8] == b"moof"
+        print(f"idle camera, hls: first media playlist (segment 0: {first_segment_s:.3f} s) "
+              f"{first_ms:.0f} ms after the API call; 24 blocking reloads valid ({server.backend})")
+        stop(lvc, cam)
 
 
 def test_shared_push_unlimited_tokens_stop_ends_players_and_idle_stops_push(
