@@ -5,10 +5,10 @@ third of a second, on any frame) and segments (on key frames), keeping a sliding
 in memory. A stream's first segment is cut short, at the first frame past ``start_segment``
 (key frame or not), and the next one at the next key frame: players that read whole segments
 (FFmpeg, VLC) and the first playlist request need not wait for a whole GOP. Segments are
-otherwise whole GOPs as long as ``round(duration)`` stays within the target duration; a
-longer GOP is cut at a part boundary (a segment that is not independent), so
-``EXT-X-TARGETDURATION`` never changes. It renders the media and multivariant playlists and answers lookups and
-blocking-reload questions; the asyncio server waits on its ``version`` changing.
+otherwise as many whole GOPs as fit in the target duration (rounded); a longer GOP is cut at a
+part boundary (a segment that is not independent), so ``EXT-X-TARGETDURATION`` never changes.
+It renders the media and multivariant playlists and answers lookups and blocking-reload
+questions; the asyncio server waits on its ``version`` changing.
 Resource names are ``init.mp4`` (``init<g>.mp4`` after a codec change), ``seg<msn>.m4s``
 and ``part<id>.m4s``, where a part id counts parts across segments so the preload hint
 names a part that will exist whichever segment it lands in.
