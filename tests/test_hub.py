@@ -17,6 +17,7 @@ import pytest
 from iotvideo.media.frames import Codec, MediaFrame
 from iotvideo.media.hls import HlsConfig
 from iotvideo.media.hub import (
+    FrameMemo,
     HubClosed,
     HubConfig,
     HubRegistry,
@@ -235,6 +236,91 @@ def test_preroll_starts_on_a_key_frame_and_covers_the_request() -> None:
     assert drain(sub)[2].dts == 16_000
     pub.publish(video_frame(20_000, key=True))
     assert drain(sub)[0].dts == 20_000
+
+
+def test_keep_history_for_cache_duration_starts_players_behind_the_live_edge() -> None:
+    """CacheDuration: a player asking N ms starts on the latest key frame at least N ms behind the
+    live edge; the first such player (or the URL issued for it) makes the hub keep that much."""
+    hub, _ = make_hub()  # no pre-roll configured: only the current GOP
+    pub = hub.attach_publisher()
+    pub.publish(video_config())
+    for g in range(3):
+        for f in gop(g * 1000):
+            pub.publish(f)
+    sub = hub.subscribe(preroll_s=2.5)  # as far as the cache reaches: the current GOP
+    assert drain(sub)[1].dts == 2000
+    assert hub.preroll_ms == 2500  # ...and from now on the hub keeps 2.5 s
+    for g in range(3, 8):
+        for f in gop(g * 1000):
+            pub.publish(f)
+    last = 7960
+    for cache_ms, start in ((0, 7000), (1000, 6000), (2500, 5000), (10_000, 4000)):  # 4 s: as far as kept
+        got = drain(hub.subscribe(preroll_s=cache_ms / 1000))
+        assert got[0].is_config and got[1].keyframe and got[1].dts == start, cache_ms
+        assert got[-1].dts == last and len(got) == 1 + (8000 - start) // 40
+    hub.keep_history(1000)  # never lowered by a smaller request
+    assert hub.preroll_ms == 10_000
+
+
+def test_keep_history_is_bounded_by_the_cache_size() -> None:
+    hub, _ = make_hub(cache_max_bytes=6_000)
+    hub.keep_history(10_000)
+    pub = hub.attach_publisher()
+    pub.publish(video_config())
+    for g in range(10):
+        for f in gop(g * 1000):  # 2.5 kB a GOP
+            pub.publish(f)
+    assert hub.stats().cache_bytes <= 6_000 + 2_500
+    assert drain(hub.subscribe(preroll_s=10))[1].dts >= 8000
+
+
+def test_direct_delivery_while_nothing_is_queued_then_the_queue_when_refused() -> None:
+    hub, _ = make_hub(queue_max_bytes=1_000)
+    pub = hub.attach_publisher()
+    pub.publish(video_config())
+    for f in gop(0, 5):
+        pub.publish(f)
+    sub = hub.subscribe()
+    taken: list[MediaFrame] = []
+    accept = True
+    sub.deliver_to(lambda f: accept and (taken.append(f) or True))
+    pub.publish(video_frame(200, key=False))
+    assert taken == [] and sub.queued_frames == 7  # the starting burst is queued: it is drained first
+    drain(sub)
+    pub.publish(video_frame(240, key=False))
+    assert [f.dts for f in taken] == [240] and sub.queued_frames == 0  # straight through
+    accept = False  # the consumer's socket is full: frames queue, and the queue's bound applies
+    for f in gop(280, 20)[1:]:
+        pub.publish(f)
+    assert sub.lagging and sub.dropped_frames > 0 and len(taken) == 1
+    accept = True
+    pub.publish(video_frame(2000, key=True))  # resumes at the key frame (configurations unchanged: direct)
+    assert drain(sub) == [] and [f.dts for f in taken[-1:]] == [2000] and not sub.lagging
+    pub.publish(video_frame(2040, key=False))
+    assert taken[-1].dts == 2040
+
+    def broken(f: MediaFrame) -> bool:
+        raise RuntimeError("consumer bug")
+
+    sub.deliver_to(broken)
+    pub.publish(video_frame(2080, key=False))  # never reaches the publisher: the frame is queued instead
+    assert [f.dts for f in drain(sub)] == [2080]
+
+
+def test_frame_memo_builds_once_per_frame_and_forgets_old_frames() -> None:
+    built: list[int] = []
+    memo = FrameMemo(lambda f: built.append(f.dts) or f.dts * 2, size=3)
+    frames = gop(0, 5)
+    assert [memo(f) for f in frames[:3]] == [0, 80, 160]
+    assert [memo(f) for f in frames[:3]] == [0, 80, 160] and built == [0, 40, 80]
+    memo(frames[3])  # the oldest is forgotten
+    assert len(memo) == 3
+    memo(frames[0])
+    assert built == [0, 40, 80, 120, 0]
+    equal_but_not_same = video_frame(40, key=False)
+    assert equal_but_not_same == frames[1]
+    memo(equal_but_not_same)  # keyed by identity: another object is built again
+    assert built[-1] == 40
 
 
 def test_current_gop_only_without_preroll_and_bounded() -> None:

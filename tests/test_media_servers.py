@@ -378,6 +378,83 @@ def test_h265_enhanced_rtmp(node: MediaNode) -> None:
     assert played["hls"].codec_tag == "hvc1"
 
 
+def test_players_joining_at_different_times_share_each_frame_and_each_decode_from_zero(node: MediaNode) -> None:
+    """Each frame's RTMP message and FLV tag tail is built once for every player; players that
+    join later have their own timeline (their first frame at 0) and decode everything."""
+    name = "sharedfanout"
+    url = node.push_url(name)
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        publishing = pool.submit(pyav_publish, url, "libx264", 5)
+        node.wait_live(name)
+        first = {k: pool.submit(pyav_play, k, u) for k, u in node.play_urls(name).items() if k != "hls"}
+        time.sleep(1.7)  # the later players start on a later GOP
+        later = {k: pool.submit(pyav_play, k, u) for k, u in node.play_urls(name).items() if k != "hls"}
+        built = node.call(lambda: (len(node.endpoint.rtmp.messages), node.endpoint.rtmp.messages))
+        publishing.result(60)
+        played = {**{f"{k}-first": f.result(60) for k, f in first.items()},
+                  **{f"{k}-later": f.result(60) for k, f in later.items()}}
+    for kind, p in played.items():
+        p.check(min_video=40 if kind.endswith("first") else 20)
+        assert p.video_pts[0] < 0.1, f"{kind} starts at {p.video_pts[0]} s, not at 0"
+    assert len(played["rtmp-first"].video_pts) > len(played["rtmp-later"].video_pts) + 20
+    assert built[0] > 0  # frames were built into shared RTMP messages
+
+
+def test_cache_duration_starts_players_that_far_behind_the_live_edge(node: MediaNode) -> None:
+    """A play token carrying CacheDuration (``extra["c"]``, ms) starts an RTMP or HTTP-FLV player on
+    the latest key frame at least that far behind the live edge, as far as the hub's cache reaches
+    (the first such player makes the hub keep that much). FFmpeg (PyAV) plays until the stream
+    ends: its first frame is at 0 and the number of frames it decodes shows where it started."""
+    frames = encode_video(av, Codec.H264, frames=200)  # 8 s, a key frame every second
+    config, media = frames[0], frames[1:]
+    name = "cached"
+
+    def url(kind: str, cache_ms: int) -> str:
+        token = node.signer.issue("play", name, 60, extra={"c": cache_ms} if cache_ms else None)
+        if kind == "flv":
+            return f"http://127.0.0.1:{node.http_port}/live/{name}.flv?token={token}"
+        return f"rtmp://127.0.0.1:{node.rtmp_port}/live/{name}?token={token}"
+
+    async def main() -> dict[str, Played]:
+        loop = asyncio.get_running_loop()
+        hub = node.endpoint.registry.get_or_create(name)
+        publisher = await RtmpPeer.open(node.rtmp_port)
+        sid, _ = await publisher.stream("publish", f"{name}?token={node.signer.issue('push', name, 60)}")
+        players: dict[str, asyncio.Future[Played]] = {}
+
+        async def join(key: str, kind: str, cache_ms: int) -> None:
+            n = hub.subscribers
+            players[key] = loop.run_in_executor(None, pyav_play, kind, url(kind, cache_ms))
+            async with asyncio.timeout(10):
+                while hub.subscribers <= n:
+                    await asyncio.sleep(0.01)
+
+        await push_frames(publisher, sid, [config, *media[:50]], realtime=False)  # 2 s, only the last GOP cached
+        await join("first-rtmp-3000", "rtmp", 3000)  # starts at 1 s; from now on the hub keeps 3 s
+        await push_frames(publisher, sid, media[50:150], realtime=False)  # up to 6 s
+        for kind, cache_ms in (("rtmp", 3000), ("flv", 3000), ("rtmp", 0), ("flv", 1500)):
+            await join(f"{kind}-{cache_ms}", kind, cache_ms)
+        await push_frames(publisher, sid, media[150:], realtime=False)
+        publisher.conn.delete_stream(sid)
+        await publisher.flush()
+        done = {k: await asyncio.wait_for(f, 60) for k, f in players.items()}
+        publisher.close()
+        return done
+
+    played = node.run(main(), timeout=120)
+    keys = [f.dts for f in media if f.keyframe]
+    edge = media[149].dts  # when the later players came
+    start = {"first-rtmp-3000": max(k for k in keys if k <= media[49].dts)}  # the current GOP: all there was
+    for key, cache_ms in (("rtmp-3000", 3000), ("flv-3000", 3000), ("rtmp-0", 0), ("flv-1500", 1500)):
+        start[key] = max(k for k in keys if k <= edge - cache_ms)
+    assert [keys.index(start[k]) for k in ("first-rtmp-3000", "rtmp-3000", "rtmp-0", "flv-1500")] == [1, 2, 5, 4]
+    for key, p in played.items():
+        p.check(min_video=20)
+        assert p.video_pts[0] < 0.1, f"{key}: first frame at {p.video_pts[0]} s"
+        expect = sum(1 for f in media if f.dts >= start[key])
+        assert abs(len(p.video_pts) - expect) <= 2, f"{key}: {len(p.video_pts)} frames, {expect} from {start[key]} ms"
+
+
 def test_h265_legacy_codec_id_12(node: MediaNode) -> None:
     try:
         frames = encode_video(av, Codec.H265, frames=100)  # 4 s at 25 fps, a key frame every second

@@ -42,9 +42,11 @@ from iotvideo.media.rtmp import (
     RtmpServerConnection,
     RtmpUsageError,
     ServerHandshake,
+    SharedMessage,
     StreamCreated,
     StreamStatus,
     amf0,
+    shared_video,
 )
 from iotvideo.media.rtmp.messages import (
     CommandMessage,
@@ -352,6 +354,58 @@ def test_chunk_round_trip(messages: list[Any], size1: int, size2: int, cuts: lis
         assert reader.buffered <= 18 + sum(len(m[4]) for m in messages)
     assert [(m.type_id, m.stream_id, m.timestamp, m.payload) for m in got] == expect
     assert reader.buffered == 0
+
+
+_shared_sends = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # which writer (player)
+        st.integers(0, 5),  # which message
+        st.sampled_from([1, 2, 0x01020304]),  # the player's message stream id
+        st.one_of(st.integers(0, 5000), st.integers(0xFFFFF0, 0x1000100), st.integers(0, 2**32 - 1)),
+    ),
+    max_size=40,
+)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.sampled_from([4, 6, 64, 320]), st.sampled_from([8, 9]), st.binary(max_size=700)),
+             min_size=6, max_size=6),
+    _shared_sends,
+    st.lists(st.integers(1, 600), min_size=3, max_size=3),
+)
+def test_shared_messages_are_byte_for_byte_what_the_chunk_writer_writes(
+    bodies: list[tuple[int, int, bytes]], sends: list[tuple[int, int, int, int]], sizes: list[int]
+) -> None:
+    """Several writers (players, each with its own chunk size and header state) send the same
+    messages: ``write_shared`` gives exactly ``write``'s bytes, extended timestamps included."""
+    shared = [SharedMessage(csid, type_id, body) for csid, type_id, body in bodies]
+    reference = [ChunkWriter(size) for size in sizes]
+    writers = [ChunkWriter(size) for size in sizes]
+    for i, m, stream_id, ts in sends:
+        csid, type_id, body = bodies[m]
+        expect = reference[i].write(csid, type_id, stream_id, ts, body)
+        assert writers[i].write_shared(shared[m], stream_id, ts) == expect
+
+
+def test_shared_message_with_extended_timestamps_reads_back() -> None:
+    """Past 0xFFFFFF every chunk repeats the 4-byte timestamp: two players far apart in time."""
+    body = bytes(range(256)) * 40
+    msg = shared_video(body)
+    early, late = ChunkWriter(4096), ChunkWriter(4096)
+    wire_early = early.write_shared(msg, 1, 1000)
+    wire_late = late.write_shared(msg, 1, 0x1234567)
+    assert wire_late.count(struct.pack(">I", 0x1234567)) == 3  # first header + two continuation chunks
+    for wire, ts in ((wire_early, 1000), (wire_late, 0x1234567)):
+        reader = ChunkReader()
+        reader.chunk_size = 4096
+        (got,) = reader.feed(wire)
+        assert (got.timestamp, got.stream_id, got.type_id, got.payload) == (ts, 1, 9, body)
+    # the next frame: both players send the same delta (a type-1 header), so they share one message
+    nxt = shared_video(b"\x27\x01\x00\x00\x00" + bytes(5000))
+    assert early.write_shared(nxt, 1, 1040) is late.write_shared(nxt, 1, 0x1234567 + 40)  # built once
+    # a delta of 0xFFFFFF is extended too: the continuation chunks (type 3, csid 6) repeat it
+    assert late.write_shared(shared_video(body), 1, 0x1234567 + 40 + 0xFFFFFF).count(b"\xc6\x00\xff\xff\xff") == 2
 
 
 def test_chunk_header_forms_from_spec() -> None:

@@ -15,7 +15,11 @@ One *stream* is a device's ``StreamType`` (0 main, 1 sub); its hub key is
 * otherwise reuses the running push (several players share one push), asking the device for a key
   frame when ``ForceIFrame`` is set;
 * issues a play token (kind ``play``, subject the stream name, valid ``UrlValidDuration`` s, single
-  use unless ``PlayUnLimited``) and answers the URL for the scheme.
+  use unless ``PlayUnLimited``, carrying ``CacheDuration``) and answers the URL for the scheme.
+
+``CacheDuration`` (ms): an RTMP or HTTP-FLV player starts on the latest key frame at least that
+far behind the live edge (as far as the hub's cache reaches; 0: the current GOP). The hub is told
+to keep that much history when the URL is issued, so the history is there when the player comes.
 
 Encryption (``ShouldEncrypt``): the stream gets an AES-128 key and IV, sent to the device
 (``EncryptType`` 1, ``Key``/``Iv`` base64) and returned as the decrypt key JSON. The key belongs to
@@ -45,9 +49,9 @@ from typing import Any, Final
 from iotvideo.config import Settings
 from iotvideo.devicelink.link import DeviceLink, Target
 from iotvideo.errors import BusinessError
-from iotvideo.media.auth import MediaAuthError, split_name
+from iotvideo.media.auth import MediaAuthError, PlayGrant, cache_ms_of, split_name
 from iotvideo.media.hub import HubKey, HubRegistry, StreamHub, StreamKey
-from iotvideo.media.tokens import TokenError, TokenSigner
+from iotvideo.media.tokens import TokenClaims, TokenError, TokenSigner
 from iotvideo.secretbox import load_master_key
 
 __all__ = ["SCHEMES", "LiveAuthorizer", "LiveSessions", "LiveStart", "media_token_signer", "parse_stream_name",
@@ -171,6 +175,8 @@ class LiveSessions:
         async with stream.lock:
             hub = self.registry.get_or_create(key)
             hub.touch()
+            if cache_ms:
+                hub.keep_history(cache_ms)
             stream.hold_until = max(stream.hold_until, time.monotonic() + min(url_valid_s, HOLD_MAX_S))
             if encrypt and stream.cipher is None:
                 stream.cipher = (os.urandom(16), os.urandom(16))
@@ -298,17 +304,17 @@ class LiveAuthorizer:
     async def authorize_publish(self, app: str, name_with_query: str, peer: str) -> HubKey:
         if app != RTMP_APP:
             raise MediaAuthError(f"unknown application {app!r}", MediaAuthError.NOT_FOUND)
-        return await self._check("push", name_with_query, subject=lambda k, _n: str(k))
+        return (await self._check("push", name_with_query, subject=lambda k, _n: str(k)))[0]
 
-    async def authorize_play(self, app: str, name_with_query: str, peer: str) -> HubKey:
+    async def authorize_play(self, app: str, name_with_query: str, peer: str) -> PlayGrant:
         if app not in (RTMP_APP, "hls"):
             raise MediaAuthError(f"unknown application {app!r}", MediaAuthError.NOT_FOUND)
-        key = await self._check("play", name_with_query, subject=lambda _k, n: n)
+        key, claims = await self._check("play", name_with_query, subject=lambda _k, n: n)
         if self.live is not None:
             await self.live.ensure_push(key)
-        return key
+        return PlayGrant(key, cache_ms_of(claims.extra))
 
-    async def _check(self, kind: Any, name_with_query: str, subject: Any) -> StreamKey:
+    async def _check(self, kind: Any, name_with_query: str, subject: Any) -> tuple[StreamKey, TokenClaims]:
         name, params = split_name(name_with_query)
         key = parse_stream_name(name)
         if key is None:
@@ -317,7 +323,7 @@ class LiveAuthorizer:
         if not token:
             raise MediaAuthError("a token is required")
         try:
-            await self.signer.verify_async(token, kind, subject=subject(key, name))
+            claims = await self.signer.verify_async(token, kind, subject=subject(key, name))
         except TokenError as e:
             raise MediaAuthError(f"token refused: {e.reason}") from None
-        return key
+        return key, claims

@@ -2,7 +2,9 @@
 
 Tag bodies come from ``media.flvtags`` (``video_payload``/``audio_payload``, overridable,
 e.g. with ``hevc_legacy=True`` for players that only know codec id 12); onMetaData is
-encoded with ``media.rtmp.amf0``.
+encoded with ``media.rtmp.amf0``. A tag is its 11-byte header (with the player's own
+timestamp) and a tail (body + PreviousTagSize) that is the same for every player: muxers
+can share tails (``FlvMuxer(tails=…)``, e.g. a ``hub.FrameMemo`` of ``frame_tail``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from . import flvtags
 from .frames import MediaFrame
 from .rtmp import amf0
 
-__all__ = ["FlvMuxer", "PayloadFn", "TagKind", "file_header", "metadata_tag", "tag"]
+__all__ = ["FlvMuxer", "PayloadFn", "TagKind", "file_header", "frame_tail", "metadata_tag", "tag", "tag_header"]
 
 PayloadFn = Callable[[MediaFrame], bytes]
 
@@ -33,13 +35,31 @@ def file_header(has_audio: bool, has_video: bool) -> bytes:
     return b"FLV" + struct.pack(">BBI", 1, flags, 9) + b"\x00\x00\x00\x00"
 
 
-def tag(kind: TagKind | int, timestamp: int, body: bytes) -> bytes:
-    """One tag and its trailing PreviousTagSize; ``timestamp`` in ms, wrapped to 32 bits."""
-    if len(body) > 0xFF_FFFF:
+_HEADER = struct.Struct(">I3sB3s")
+_U32 = struct.Struct(">I")
+
+
+def tag_header(kind: TagKind | int, timestamp: int, size: int) -> bytes:
+    """The 11-byte header of a tag whose body has ``size`` bytes; ``timestamp`` in ms, wrapped to 32 bits."""
+    if size > 0xFF_FFFF:
         raise ValueError("FLV tag body over 16 MiB")
     ts = timestamp & 0xFFFF_FFFF
-    header = struct.pack(">B3s3sB3s", int(kind), len(body).to_bytes(3, "big"), (ts & 0xFF_FFFF).to_bytes(3, "big"), ts >> 24, b"\x00\x00\x00")
-    return header + body + struct.pack(">I", 11 + len(body))
+    return _HEADER.pack((int(kind) << 24) | size, (ts & 0xFF_FFFF).to_bytes(3, "big"), ts >> 24, b"\x00\x00\x00")
+
+
+def tag(kind: TagKind | int, timestamp: int, body: bytes) -> bytes:
+    """One tag and its trailing PreviousTagSize; ``timestamp`` in ms, wrapped to 32 bits."""
+    return tag_header(kind, timestamp, len(body)) + body + _U32.pack(11 + len(body))
+
+
+def frame_tail(
+    frame: MediaFrame, video_payload: PayloadFn = flvtags.video_payload, audio_payload: PayloadFn = flvtags.audio_payload
+) -> bytes:
+    """What follows a frame's tag header, the same for every player: its tag body and PreviousTagSize."""
+    body = video_payload(frame) if frame.is_video else audio_payload(frame)
+    if len(body) > 0xFF_FFFF:
+        raise ValueError("FLV tag body over 16 MiB")
+    return body + _U32.pack(11 + len(body))
 
 
 def metadata_tag(metadata: Mapping[str, Any]) -> bytes:
@@ -52,16 +72,20 @@ class FlvMuxer:
 
     Timestamps are rebased so the first media frame is at 0 (players that join mid-stream
     start at the beginning of their timeline); config frames before it, and frames a
-    little earlier, are clamped to 0.
+    little earlier, are clamped to 0. ``tails`` (a frame → ``frame_tail`` with these payload
+    functions) lets players share the part of each tag that does not depend on the player.
     """
 
     def __init__(
         self,
         video_payload: PayloadFn = flvtags.video_payload,
         audio_payload: PayloadFn = flvtags.audio_payload,
+        *,
+        tails: Callable[[MediaFrame], bytes] | None = None,
     ) -> None:
         self._video_payload = video_payload
         self._audio_payload = audio_payload
+        self._tails = tails
         self._base: int | None = None
 
     def start(self, *, has_audio: bool, has_video: bool, metadata: Mapping[str, Any] | None = None) -> bytes:
@@ -71,9 +95,16 @@ class FlvMuxer:
         return out
 
     def frame(self, frame: MediaFrame) -> bytes:
+        header, tail = self.frame_parts(frame)
+        return header + tail
+
+    def frame_parts(self, frame: MediaFrame) -> tuple[bytes, bytes]:
+        """``frame()`` as (this player's tag header, the tail shared by every player)."""
+        if self._tails is not None:
+            tail = self._tails(frame)
+        else:
+            tail = frame_tail(frame, self._video_payload, self._audio_payload)
         if self._base is None and not frame.is_config:
             self._base = frame.dts
         ts = 0 if self._base is None else max(0, frame.dts - self._base)
-        if frame.is_video:
-            return tag(TagKind.VIDEO, ts, self._video_payload(frame))
-        return tag(TagKind.AUDIO, ts, self._audio_payload(frame))
+        return tag_header(TagKind.VIDEO if frame.is_video else TagKind.AUDIO, ts, len(tail) - 4), tail

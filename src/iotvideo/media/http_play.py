@@ -25,11 +25,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import flvtags
-from .auth import MediaAuthError, MediaAuthorizer
+from .auth import MediaAuthError, MediaAuthorizer, PlayGrant, play_grant
 from .codecs import CodecError
-from .flv import FlvMuxer
+from .flv import FlvMuxer, frame_tail
 from .hls import HlsPackager, render_multivariant
-from .hub import HlsSink, HubClosed, HubKey, HubRegistry, StreamHub, Subscription
+from .hub import FrameMemo, HlsSink, HubClosed, HubKey, HubRegistry, StreamHub, Subscription
 
 __all__ = ["FLV_APP", "HLS_APP", "HlsSession", "HlsSessions", "PlayRoutes"]
 
@@ -129,6 +129,9 @@ def _int_param(request: Request, name: str) -> int | None:
     return int(raw)
 
 
+_legacy_video_payload = partial(flvtags.video_payload, hevc_legacy=True)
+
+
 class _FlvStream(Response):
     """A chunked FLV body fed from a subscription; ends with the stream or when the player leaves."""
 
@@ -159,7 +162,7 @@ class _FlvStream(Response):
                     started = True
                 for f in frames:
                     try:
-                        out.append(self.muxer.frame(f))
+                        out.extend(self.muxer.frame_parts(f))
                     except flvtags.FlvError:
                         continue
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
@@ -193,16 +196,22 @@ class PlayRoutes:
         self.sessions = sessions or HlsSessions()
         self.first_media_wait_s = first_media_wait_s  # how long a playlist waits for a stream not live yet
         self.auth_timeout_s = auth_timeout_s
+        # each frame's FLV tag tail, built once for every HTTP-FLV player (and once more for ``hevc=legacy`` ones)
+        self._flv_tails = FrameMemo(frame_tail)
+        self._flv_tails_legacy = FrameMemo(partial(frame_tail, video_payload=_legacy_video_payload))
         self.routes = [
             Route("/live/{name:path}.flv", self.flv, methods=["GET", "OPTIONS"]),
             Route("/hls/{name:path}/{resource}", self.hls, methods=["GET", "OPTIONS"]),
         ]
 
     async def _authorize(self, app: str, name: str, request: Request) -> HubKey:
+        return (await self._grant(app, name, request)).key
+
+    async def _grant(self, app: str, name: str, request: Request) -> PlayGrant:
         query = request.url.query
         call = self.authorizer.authorize_play(app, f"{name}?{query}" if query else name, _peer(request))
         try:
-            return await asyncio.wait_for(call, self.auth_timeout_s)
+            return play_grant(await asyncio.wait_for(call, self.auth_timeout_s))
         except TimeoutError:
             raise MediaAuthError("authorization timed out", MediaAuthError.UNAVAILABLE) from None
 
@@ -223,16 +232,16 @@ class PlayRoutes:
         if not _NAME.fullmatch(name):
             return _error(404, "no such stream")
         try:
-            key = await self._authorize(FLV_APP, name, request)
-            hub = self.registry.get_or_create(key)
-            sub = hub.subscribe()
+            grant = await self._grant(FLV_APP, name, request)
+            hub = self.registry.get_or_create(grant.key)
+            sub = hub.subscribe(preroll_s=grant.cache_ms / 1000)
         except MediaAuthError as e:
             return _auth_error(e)
         except HubClosed:
             return _error(404, "the stream is closed")
         if request.query_params.get("hevc") == "legacy":
-            return _FlvStream(hub, sub, FlvMuxer(video_payload=partial(flvtags.video_payload, hevc_legacy=True)))
-        return _FlvStream(hub, sub, FlvMuxer())
+            return _FlvStream(hub, sub, FlvMuxer(video_payload=_legacy_video_payload, tails=self._flv_tails_legacy))
+        return _FlvStream(hub, sub, FlvMuxer(tails=self._flv_tails))
 
     # --- HLS ---------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
 from .frames import Codec, MediaFrame
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .transcode import G711ToAac
 
 __all__ = [
+    "FrameMemo",
     "HlsSink",
     "HubClosed",
     "HubConfig",
@@ -47,6 +48,7 @@ log = logging.getLogger("iotvideo.media.hub")
 
 MiB: Final = 1 << 20
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class HubConfig:
 
     gop_max_bytes: int = 8 * MiB  # a GOP larger than this is not cached (players wait for the next key frame)
     gop_max_ms: int = 10_000  # nor one longer than this
-    preroll_ms: int = 0  # complete GOPs kept beyond the current one, for event pre-roll
+    preroll_ms: int = 0  # complete GOPs kept beyond the current one, for event pre-roll (see ``StreamHub.keep_history``)
     cache_max_bytes: int = 32 * MiB  # all GOPs held, current included (older ones go first)
     queue_max_bytes: int = 4 * MiB  # a subscriber's default bound
     replace_publisher: bool = False  # a second publisher replaces the first (else it is refused)
@@ -146,7 +148,7 @@ class Subscription:
 
     __slots__ = (
         "hub", "max_queue_bytes", "max_queue_ms", "dropped_frames", "lag_count",
-        "_q", "_bytes", "_burst", "_waiting", "_lagging", "_ended", "_waiter", "_sent", "_taken",
+        "_q", "_bytes", "_burst", "_waiting", "_lagging", "_ended", "_waiter", "_sent", "_taken", "_direct",
     )
 
     def __init__(self, hub: StreamHub, max_queue_bytes: int, max_queue_ms: int | None) -> None:
@@ -165,6 +167,7 @@ class Subscription:
         # the latest video and audio configurations queued, and those the consumer has taken
         self._sent: dict[bool, MediaFrame] = {}
         self._taken: dict[bool, MediaFrame] = {}
+        self._direct: Callable[[MediaFrame], bool] | None = None
 
     # --- consumer side --------------------------------------------------------------
 
@@ -208,6 +211,15 @@ class Subscription:
     def get_nowait(self) -> MediaFrame | None:
         """The next queued frame, or ``None`` if there is none right now."""
         return self._pop() if self._q else None
+
+    def deliver_to(self, take: Callable[[MediaFrame], bool] | None) -> None:
+        """Hand each frame to ``take`` as it is published, while nothing is queued: no queue,
+        no wake-up, no task switch per frame. ``take`` returns False when it cannot take the
+        frame now (its socket is full): the frame is queued, bounds apply, and the consumer
+        drains the queue as usual (``batch``); delivery is direct again once it is empty.
+        ``take`` runs inside the publisher's ``publish``: it must be quick and must not raise
+        (if it does, direct delivery stops). ``None`` stops it."""
+        self._direct = take
 
     def close(self) -> None:
         """Leave the stream (a player disconnected). Iteration stops."""
@@ -270,6 +282,17 @@ class Subscription:
 
     def _offer(self, frame: MediaFrame, sync: bool) -> None:
         """Called by the hub for each frame published; never blocks."""
+        direct = self._direct
+        if (
+            direct is not None and not self._q and not self._waiting and not frame.is_config
+            and len(frame.data) <= self.max_queue_bytes  # with nothing queued, the only bound that can apply
+        ):
+            try:
+                if direct(frame):
+                    return
+            except Exception:
+                log.exception("stream %s: direct delivery failed; queueing instead", self.hub.path)
+                self._direct = None
         if self._waiting:
             if not sync:
                 if self._lagging and not frame.is_config:
@@ -284,6 +307,17 @@ class Subscription:
             self._resume()
         elif frame.is_config:
             self._sent[frame.is_video] = frame
+        if self._direct is not None and not self._q:
+            try:
+                taken = self._direct(frame)
+            except Exception:
+                log.exception("stream %s: direct delivery failed; queueing instead", self.hub.path)
+                self._direct = None
+                taken = False
+            if taken:
+                if frame.is_config:
+                    self._taken[frame.is_video] = frame
+                return
         self._q.append(frame)
         self._bytes += len(frame.data)
         self._wake()
@@ -323,6 +357,34 @@ class Subscription:
         self._ended = True
         self._waiting = False
         self._wake()
+
+
+class FrameMemo(Generic[T]):
+    """What an output derives from a frame (a tag body, a chunked message), built once and
+    shared by all its players: keyed by the frame's identity (the entry holds the frame, so
+    the identity is not reused meanwhile), for the ``size`` frames most recently asked for.
+    Players fed directly ask for a frame one after another, so a small ``size`` suffices."""
+
+    __slots__ = ("_build", "_size", "_entries")
+
+    def __init__(self, build: Callable[[MediaFrame], T], size: int = 64) -> None:
+        self._build = build
+        self._size = size
+        self._entries: dict[int, tuple[MediaFrame, T]] = {}
+
+    def __call__(self, frame: MediaFrame) -> T:
+        entries = self._entries
+        entry = entries.get(id(frame))
+        if entry is not None and entry[0] is frame:
+            return entry[1]
+        value = self._build(frame)
+        entries[id(frame)] = (frame, value)
+        if len(entries) > self._size:
+            del entries[next(iter(entries))]
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Publisher:
@@ -398,6 +460,7 @@ class StreamHub:
         self._has_video = False
         self._gops: deque[_Gop] = deque()
         self._cache_bytes = 0
+        self.preroll_ms = self.config.preroll_ms  # history kept beyond the current GOP (``keep_history``)
         self.idle_since: float | None = clock()  # clock time since when nobody watches; None while someone does
         self._reset_stats()
 
@@ -560,7 +623,7 @@ class StreamHub:
         gops = self._gops
         gops.append(_Gop(configs, key.dts, [key], len(key.data)))
         self._cache_bytes += len(key.data)
-        keep_from = key.dts - self.config.preroll_ms
+        keep_from = key.dts - self.preroll_ms
         while len(gops) > 1 and (gops[1].start_dts <= keep_from or self._cache_bytes > self.config.cache_max_bytes):
             self._cache_bytes -= gops.popleft().nbytes
         if len(key.data) > self.config.gop_max_bytes:
@@ -593,9 +656,16 @@ class StreamHub:
         """The configurations and the current GOP (key frame first); empty when none is cached."""
         return self._frames_from(len(self._gops) - 1) if self._gops else []
 
+    def keep_history(self, ms: int) -> None:
+        """From now on keep at least ``ms`` of history before the live edge (whole GOPs, within
+        ``config.cache_max_bytes``), for players that start that far back (``CacheDuration``)."""
+        if ms > self.preroll_ms:
+            self.preroll_ms = ms
+
     def preroll(self, seconds: float) -> list[MediaFrame]:
         """At least the last ``seconds`` (as far as the cache reaches), configurations first,
-        then frames from a key frame on. Keep ``config.preroll_ms`` for more than one GOP."""
+        then frames from the latest key frame at or before the live edge minus ``seconds``.
+        Keep ``preroll_ms`` (``keep_history``) for more than one GOP."""
         gops = self._gops
         if not gops:
             return []
@@ -612,9 +682,13 @@ class StreamHub:
         self, max_queue_bytes: int | None = None, *, max_queue_ms: int | None = None, preroll_s: float = 0.0
     ) -> Subscription:
         """A new consumer, starting with the configurations and the current GOP (or
-        ``preroll_s`` of history), else at the next key frame."""
+        ``preroll_s`` of history: the latest key frame at least that far behind the live edge,
+        as far as the cache reaches; the hub keeps that much for later players), else at the
+        next key frame."""
         if self.closed:
             raise HubClosed(self.path)
+        if preroll_s > 0:
+            self.keep_history(round(preroll_s * 1000))
         sub = Subscription(self, self.config.queue_max_bytes if max_queue_bytes is None else max_queue_bytes, max_queue_ms)
         start = self.preroll(preroll_s) if preroll_s > 0 else self.gop()
         if start:

@@ -6,6 +6,11 @@ piles up) and later events wait. A connection that breaks the protocol, sends a 
 cannot relay, or goes quiet is closed on its own; other streams never notice. A player is
 paused while its socket's write buffer is above the high mark; the hub's bounded queue
 then drops to the next key frame for it, never stalling the publisher.
+
+Fan-out is cheap: a player that keeps up is written to directly from the publisher's
+``publish`` (``Subscription.deliver_to``: no queue, no task switch), and each frame's RTMP
+message is built once for all its players (``FrameMemo`` of a ``SharedMessage``): a player
+adds only its own first chunk header, and players whose header is the same share even that.
 """
 
 from __future__ import annotations
@@ -21,9 +26,19 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from . import flvtags
-from .auth import MediaAuthError, MediaAuthorizer
+from .auth import MediaAuthError, MediaAuthorizer, PlayGrant, play_grant
 from .frames import Codec, MediaFrame
-from .hub import HubClosed, HubKey, HubRegistry, HubStats, Publisher, PublisherConflict, StreamHub, Subscription
+from .hub import (
+    FrameMemo,
+    HubClosed,
+    HubKey,
+    HubRegistry,
+    HubStats,
+    Publisher,
+    PublisherConflict,
+    StreamHub,
+    Subscription,
+)
 from .rtmp import (
     ConnectionClosed,
     ConnectRequest,
@@ -35,6 +50,9 @@ from .rtmp import (
     PublishRequest,
     RtmpServerConnection,
     RtmpUsageError,
+    SharedMessage,
+    shared_audio,
+    shared_video,
 )
 
 __all__ = ["RtmpConnectionStats", "RtmpLimits", "RtmpServer"]
@@ -91,15 +109,29 @@ class _Timeline:
     def at(self, frame: MediaFrame) -> int:
         if frame.is_config:
             return self.last
-        if self.base is None:
-            self.base = frame.dts
-        t = frame.dts - self.base
-        if t < self.last - _JUMP_BACK_MS or t > self.last + _JUMP_AHEAD_MS:
-            self.base = frame.dts - self.last
-            t = self.last
-        t = max(t, 0)
-        self.last = max(self.last, t)
-        return t
+        base = self.base
+        if base is None:
+            base = self.base = frame.dts
+        t = frame.dts - base
+        last = self.last
+        if t >= last:
+            if t <= last + _JUMP_AHEAD_MS:
+                self.last = t
+                return t
+        elif t >= last - _JUMP_BACK_MS:
+            return t if t > 0 else 0
+        self.base = frame.dts - last  # a jump in the source's clock: continue from the last time
+        return last
+
+
+def _message(frame: MediaFrame) -> SharedMessage | None:
+    """The frame's RTMP message, for every player; None for a frame FLV cannot carry (e.g. G.711 at an odd rate)."""
+    try:
+        if frame.codec is Codec.H264 or frame.codec is Codec.H265:
+            return shared_video(flvtags.video_payload(frame))
+        return shared_audio(flvtags.audio_payload(frame))
+    except flvtags.FlvError:
+        return None
 
 
 def _metadata(stats: HubStats) -> dict[str, Any]:
@@ -138,6 +170,7 @@ class _RtmpPeer(asyncio.Protocol):
         self._players: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
         self._writable = asyncio.Event()
         self._writable.set()
+        self._paused = False  # the socket's write buffer is above the high mark
 
     # --- asyncio.Protocol --------------------------------------------------------------
 
@@ -171,9 +204,11 @@ class _RtmpPeer(asyncio.Protocol):
         self.server._peers.discard(self)
 
     def pause_writing(self) -> None:
+        self._paused = True
         self._writable.clear()
 
     def resume_writing(self) -> None:
+        self._paused = False
         self._writable.set()
 
     # --- event handling ----------------------------------------------------------------
@@ -229,7 +264,9 @@ class _RtmpPeer(asyncio.Protocol):
             self.transport.resume_reading()
             self._advance()
 
-    async def _authorize(self, call: Callable[[str, str, str], Coroutine[Any, Any, HubKey]], name: str) -> HubKey:
+    async def _authorize(
+        self, call: Callable[[str, str, str], Coroutine[Any, Any, HubKey | PlayGrant]], name: str
+    ) -> HubKey | PlayGrant:
         try:
             return await asyncio.wait_for(call(self.conn.app, name, self.peer), self.limits.auth_timeout_s)
         except TimeoutError:
@@ -245,7 +282,7 @@ class _RtmpPeer(asyncio.Protocol):
         sid = ev.stream_id
         code = "NetStream.Publish.BadName"
         try:
-            key = await self._authorize(self.server.authorizer.authorize_publish, ev.name)
+            key = play_grant(await self._authorize(self.server.authorizer.authorize_publish, ev.name)).key
             hub = self.server.registry.get_or_create(key)
             publisher = hub.attach_publisher(on_evicted=lambda: self.close("replaced by another publisher"))
         except MediaAuthError as e:
@@ -295,9 +332,9 @@ class _RtmpPeer(asyncio.Protocol):
         code = "NetStream.Play.Failed"
         hub: StreamHub | None = None
         try:
-            key = await self._authorize(self.server.authorizer.authorize_play, ev.name)
-            hub = self.server.registry.get_or_create(key)
-            sub = hub.subscribe()
+            grant = play_grant(await self._authorize(self.server.authorizer.authorize_play, ev.name))
+            hub = self.server.registry.get_or_create(grant.key)
+            sub = hub.subscribe(preroll_s=grant.cache_ms / 1000)
         except MediaAuthError as e:
             reason = e.reason
             if e.code == MediaAuthError.NOT_FOUND:
@@ -321,27 +358,40 @@ class _RtmpPeer(asyncio.Protocol):
             self._refuse("play", reason)
 
     async def _feed_player(self, sid: int, sub: Subscription) -> None:
-        """Copy the subscription's frames to the player, codec headers first, while its socket keeps up."""
+        """Copy the subscription's frames to the player, codec headers first, while its socket keeps up.
+
+        Frames go straight from the publisher to the socket while the player keeps up; this
+        task drains what queued meanwhile (a full socket, a burst at start) and ends the play."""
         conn = self.conn
         timeline = _Timeline()
-        video_payload = flvtags.video_payload
-        audio_payload = flvtags.audio_payload
+        message = self.server.messages
+        stats = self.stats
+
+        def send(f: MediaFrame) -> None:
+            msg = message(f)
+            if msg is not None:
+                conn.send_shared(sid, timeline.at(f), msg)
+                stats.frames_out += 1
+
+        def take(f: MediaFrame) -> bool:
+            if self._paused or self.closing:
+                return False
+            msg = message(f)
+            if msg is not None:
+                self._write(conn.shared_now(sid, timeline.at(f), msg))
+                stats.frames_out += 1
+            return True
+
+        sub.deliver_to(take)
         try:
             while True:
                 frames = await sub.batch()
                 if not frames or self.closing:
                     break
                 for f in frames:
-                    try:
-                        if f.is_video:
-                            conn.send_video(sid, timeline.at(f), video_payload(f))
-                        else:
-                            conn.send_audio(sid, timeline.at(f), audio_payload(f))
-                    except flvtags.FlvError:
-                        continue  # a frame FLV cannot carry (e.g. G.711 at an odd rate)
-                    self.stats.frames_out += 1
+                    send(f)
                 self.flush()
-                if not self._writable.is_set():
+                if self._paused:
                     await self._writable.wait()
             if not self.closing and conn.stream_state(sid) == "playing":
                 conn.end_play(sid)
@@ -349,6 +399,7 @@ class _RtmpPeer(asyncio.Protocol):
         except RtmpUsageError:
             pass
         finally:
+            sub.deliver_to(None)
             self.stats.dropped_out += sub.dropped_frames
             sub.close()
             entry = self._players.get(sid)
@@ -368,10 +419,13 @@ class _RtmpPeer(asyncio.Protocol):
     # --- output and closing ------------------------------------------------------------
 
     def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        self._write(self.conn.data_to_send())
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
             self.stats.bytes_out += len(data)
-            self.transport.write(data)
+            transport.write(data)
 
     def ping(self, now: float) -> None:
         self.last_ping = now
@@ -421,6 +475,7 @@ class RtmpServer:
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self.messages: FrameMemo[SharedMessage | None] = FrameMemo(_message)  # each frame's message, for all players
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: any free port); return the port."""

@@ -1,7 +1,7 @@
 """Sans-IO RTMP: handshake, chunk streams, AMF0, typed messages, and server/client connection state machines."""
 
 from .amf0 import UNDEFINED, AmfDate, AmfError, EcmaArray
-from .chunk import ChunkError, ChunkReader, ChunkWriter, RawMessage
+from .chunk import ChunkError, ChunkReader, ChunkWriter, RawMessage, SharedMessage
 from .connection import (
     ConnectionClosed,
     Connected,
@@ -20,6 +20,8 @@ from .connection import (
     RtmpUsageError,
     StreamCreated,
     StreamStatus,
+    shared_audio,
+    shared_video,
 )
 from .handshake import ClientHandshake, HandshakeError, ServerHandshake
 from .messages import MessageError
@@ -52,6 +54,9 @@ __all__ = [
     "RtmpServerConnection",
     "RtmpUsageError",
     "ServerHandshake",
+    "SharedMessage",
     "StreamCreated",
     "StreamStatus",
+    "shared_audio",
+    "shared_video",
 ]

@@ -1,5 +1,8 @@
 """RTMP chunk streams: ``ChunkReader`` reassembles messages from chunks, ``ChunkWriter`` splits them.
 
+A ``SharedMessage`` is a message many connections send (a stream's players): its chunked body
+is built once, and each connection adds only its own first chunk header.
+
 The reader keeps per-chunk-stream header state (formats 0–3, extended timestamps), applies Set
 Chunk Size and Abort itself, and never holds more than one partial chunk header (≤ 22 bytes)
 plus the bodies of messages in progress, whose declared sizes are bounded. Chunk payload is
@@ -20,6 +23,7 @@ __all__ = [
     "ChunkReader",
     "ChunkWriter",
     "RawMessage",
+    "SharedMessage",
     "chunk_basic_header",
 ]
 
@@ -316,6 +320,28 @@ class _OutStream:
         self.basic3 = basic3
 
 
+class SharedMessage:
+    """One audio or video message sent to many connections (a stream's players): the chunked
+    body is built once, and whole messages (header included) are reused by every connection
+    whose chunk header comes out the same. Build one per frame; ``ChunkWriter.write_shared``
+    writes it."""
+
+    __slots__ = ("csid", "type_id", "payload", "length", "_tail", "_tail_size", "_whole")
+
+    MAX_HEADERS: Final = 4  # distinct headers kept per message (players on the same timeline share one)
+
+    def __init__(self, csid: int, type_id: int, payload: bytes) -> None:
+        if len(payload) > 0xFFFFFF:
+            raise ValueError(f"message of {len(payload)} bytes exceeds the 24-bit length field")
+        self.csid = csid
+        self.type_id = type_id
+        self.payload = payload
+        self.length = len(payload)
+        self._tail: bytes | memoryview | None = None  # everything after the first chunk header
+        self._tail_size = 0  # the chunk size ``_tail`` was cut with
+        self._whole: dict[tuple[int, int, int, int], bytes] = {}
+
+
 class ChunkWriter:
     """Splits messages into chunks of ``chunk_size`` with header compression per chunk stream.
 
@@ -323,7 +349,8 @@ class ChunkWriter:
     going backwards; type 1 when length or type changed; type 3 when it repeats the previous
     type-1/2 delta exactly; type 2 otherwise. After a type-0 header the next message is never
     type 3 (readers disagree on what it would add). Continuation chunks are type 3 and repeat
-    the extended timestamp when there is one.
+    the extended timestamp when there is one. ``write_shared`` gives the same bytes as ``write``
+    for a ``SharedMessage``, reusing what other writers already built for it.
     """
 
     __slots__ = ("chunk_size", "_streams")
@@ -337,6 +364,33 @@ class ChunkWriter:
         length = len(payload)
         if length > 0xFFFFFF:
             raise ValueError(f"message of {length} bytes exceeds the 24-bit length field")
+        st, fmt, field = self._advance(csid, type_id, stream_id, timestamp, length)
+        return self._chunks(st, self._header(st, csid, fmt, field, length, type_id, stream_id), field, payload)
+
+    def write_shared(self, msg: SharedMessage, stream_id: int, timestamp: int) -> bytes:
+        """``write(msg.csid, msg.type_id, stream_id, timestamp, msg.payload)``, mostly without building anything."""
+        csid, type_id, length = msg.csid, msg.type_id, msg.length
+        st, fmt, field = self._advance(csid, type_id, stream_id, timestamp, length)
+        size = self.chunk_size
+        key = (fmt, field, stream_id, size)
+        whole = msg._whole.get(key)
+        if whole is not None:
+            return whole
+        header = self._header(st, csid, fmt, field, length, type_id, stream_id)
+        if field >= 0xFFFFFF:  # continuation chunks repeat the extended timestamp: nothing to share
+            whole = self._chunks(st, header, field, msg.payload)
+        elif msg._tail is not None and msg._tail_size == size:
+            whole = header + msg._tail
+        else:
+            whole = self._chunks(st, header, field, msg.payload)
+            msg._tail = memoryview(whole)[len(header) :]
+            msg._tail_size = size
+        if len(msg._whole) < SharedMessage.MAX_HEADERS:
+            msg._whole[key] = whole
+        return whole
+
+    def _advance(self, csid: int, type_id: int, stream_id: int, timestamp: int, length: int) -> tuple[_OutStream, int, int]:
+        """Choose the header format of a new message and record it as the chunk stream's last."""
         timestamp &= 0xFFFFFFFF
         st = self._streams.get(csid)
         if st is None:
@@ -352,6 +406,15 @@ class ChunkWriter:
                 fmt = 3
             else:
                 fmt = 2
+        st.stream_id = stream_id
+        st.length = length
+        st.type_id = type_id
+        st.timestamp = timestamp
+        st.delta = -1 if fmt == 0 else field
+        return st, fmt, field
+
+    @staticmethod
+    def _header(st: _OutStream, csid: int, fmt: int, field: int, length: int, type_id: int, stream_id: int) -> bytes:
         ext = field >= 0xFFFFFF
         f24 = 0xFFFFFF if ext else field
         if fmt == 0:
@@ -368,15 +431,14 @@ class ChunkWriter:
             header = st.basic3
         if ext:
             header += _U32.pack(field)
-        st.stream_id = stream_id
-        st.length = length
-        st.type_id = type_id
-        st.timestamp = timestamp
-        st.delta = -1 if fmt == 0 else field
+        return header
+
+    def _chunks(self, st: _OutStream, header: bytes, field: int, payload: bytes) -> bytes:
         size = self.chunk_size
+        length = len(payload)
         if length <= size:
             return header + payload
-        cont = st.basic3 + _U32.pack(field) if ext else st.basic3
+        cont = st.basic3 + _U32.pack(field) if field >= 0xFFFFFF else st.basic3
         mv = memoryview(payload)
         parts: list[bytes | memoryview] = [header, mv[:size]]
         for off in range(size, length, size):

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 from . import amf0
 from .amf0 import UNDEFINED, AmfError, EcmaArray
-from .chunk import DEFAULT_MAX_MESSAGE_SIZE, ChunkError, ChunkReader, ChunkWriter, RawMessage
+from .chunk import DEFAULT_MAX_MESSAGE_SIZE, ChunkError, ChunkReader, ChunkWriter, RawMessage, SharedMessage
 from .handshake import ClientHandshake, HandshakeError, ServerHandshake
 from .messages import (
     Acknowledgement,
@@ -51,6 +51,8 @@ __all__ = [
     "RtmpUsageError",
     "StreamCreated",
     "StreamStatus",
+    "shared_audio",
+    "shared_video",
 ]
 
 CSID_CONTROL: Final = 2
@@ -193,6 +195,16 @@ class RtmpUsageError(RuntimeError):
     """The owner called a method the connection's state does not allow (a bug in the caller)."""
 
 
+def shared_video(payload: bytes) -> SharedMessage:
+    """A video message (an FLV video tag body) to send to many connections with ``send_shared``."""
+    return SharedMessage(CSID_VIDEO, _VIDEO, payload)
+
+
+def shared_audio(payload: bytes) -> SharedMessage:
+    """An audio message (an FLV audio tag body) to send to many connections with ``send_shared``."""
+    return SharedMessage(CSID_AUDIO, _AUDIO, payload)
+
+
 def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
     return {"level": level, "code": code, "description": description, **extra}
 
@@ -327,6 +339,22 @@ class _RtmpConnection:
         data = self._writer.write(CSID_VIDEO, _VIDEO, stream_id, timestamp, payload)
         self._out.append(data)
         self._out_size += len(data)
+
+    def send_shared(self, stream_id: int, timestamp: int, msg: SharedMessage) -> None:
+        """Queue a message from ``shared_video``/``shared_audio``: the same bytes as ``send_video``/
+        ``send_audio`` would queue, built once for every connection sending that message."""
+        data = self._writer.write_shared(msg, stream_id, timestamp)
+        self._out.append(data)
+        self._out_size += len(data)
+
+    def shared_now(self, stream_id: int, timestamp: int, msg: SharedMessage) -> bytes:
+        """``send_shared``, then ``data_to_send()``: the bytes to write now (usually just the shared
+        message, with nothing built or copied; what was queued before it comes first)."""
+        data = self._writer.write_shared(msg, stream_id, timestamp)
+        if not self._out:
+            return data
+        self._out.append(data)
+        return self.data_to_send()
 
     def send_ping(self, timestamp: int) -> None:
         """Queue a ping request; the peer answers with a ping response carrying ``timestamp``."""
