@@ -224,13 +224,15 @@ FIRST_FRAME_JS = """(args) => new Promise((resolve) => {
 })"""
 
 
-def test_hlsjs_first_frame_from_an_idle_camera(world: World, browser: Any) -> None:
+@pytest.mark.parametrize("gop_s", [1.0, 4.0])
+def test_hlsjs_first_frame_from_an_idle_camera(world: World, browser: Any, gop_s: float) -> None:
     """LL-HLS with hls.js (the console's own configuration) from a camera that was idle: the
-    first frame presented (requestVideoFrameCallback) counted from the QueryLiveStreaming call."""
+    first frame presented (requestVideoFrameCallback) counted from the QueryLiveStreaming call;
+    then playback goes on (with a 4 s GOP, across segments cut without a key frame)."""
     from alibabacloud_linkvisual20180120.client import Client
 
     from conftest import new_config
-    from test_live import camera_media, query
+    from test_live import query
 
     key = off_loop(world.server.new_key)
     sdk = OldSdk(world.server, key)
@@ -245,7 +247,9 @@ def test_hlsjs_first_frame_from_an_idle_camera(world: World, browser: Any) -> No
         config = page.evaluate(f"({config_js.group(1)})")
         lvc = Client(new_config(world.server, key, None))
         figures = []
-        with running_agent(world.server, cam, media=camera_media()) as runner:
+        media = LiveMedia("virtual", main=StreamProfile(192, 108, 15.0, 150_000),
+                          sub=StreamProfile(160, 90, 15.0, 100_000), gop_s=gop_s)
+        with running_agent(world.server, cam, media=media) as runner:
             wait_until(status_is(sdk, cam, "ONLINE"), "the camera to be ONLINE", timeout=20)
             assert runner.agent.media.streams_pushing() == 0
             for attempt in range(2):  # the main stream, then the sub stream: each idle until asked for
@@ -256,16 +260,16 @@ def test_hlsjs_first_frame_from_an_idle_camera(world: World, browser: Any) -> No
                 ms = out["presented"] - t0 * 1000
                 figures.append(ms)
                 assert out["width"] == (192 if attempt == 0 else 160), out
-                print(f"idle camera, LL-HLS with hls.js in Chromium (stream {attempt}): first frame presented "
+                print(f"idle camera, LL-HLS with hls.js in Chromium (GOP {gop_s:g} s, stream {attempt}): first frame presented "
                       f"{ms:.0f} ms after the QueryLiveStreaming call; hls.js events (ms after start): "
                       f"{[e[:2] for e in out['events'][:8]]}")
                 # and it goes on playing (polled: the console's CSP forbids wait_for_function's eval)
-                deadline = time.monotonic() + 10
-                while page.evaluate("() => window.__hls.media.currentTime") < 1.0:
+                deadline = time.monotonic() + 15
+                while page.evaluate("() => window.__hls.media.currentTime") < 1.0 + gop_s:
                     assert time.monotonic() < deadline, "hls.js did not keep playing"
                     time.sleep(0.2)
                 page.evaluate("() => window.__hls.destroy()")
-        print("HLSJS_FIRST_FRAME_MS", [round(x) for x in figures])
+        print(f"HLSJS_FIRST_FRAME_MS gop {gop_s:g} s", [round(x) for x in figures])
     finally:
         ctx.close()
 
