@@ -54,7 +54,13 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def exchange(*chunks: bytes) -> tuple[list[bytes], list[tuple[Any, ...]], Transport]:
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """On asyncio's loop the request is a task; on uvloop (the server's) it starts eagerly."""
+    return str(request.param)
+
+
+def exchange(loop_kind: str, *chunks: bytes) -> tuple[list[bytes], list[tuple[Any, ...]], Transport]:
     """Feeds ``chunks`` to a protocol whose direct route is ``/``; (writes, handler calls, transport)."""
     calls: list[tuple[Any, ...]] = []
 
@@ -82,12 +88,17 @@ def exchange(*chunks: bytes) -> tuple[list[bytes], list[tuple[Any, ...]], Transp
         proto._unset_keepalive_if_required()
         return t
 
-    t = asyncio.run(go())
+    if loop_kind == "uvloop":
+        import uvloop
+
+        t = uvloop.run(go())
+    else:
+        t = asyncio.run(go())
     return t.writes, calls, t
 
 
-def test_direct_route_answers_in_one_write() -> None:
-    writes, calls, t = exchange(b"POST /?Action=X&b=%20 HTTP/1.1\r\nHost: h\r\nX-Acs-Date: d\r\n"
+def test_direct_route_answers_in_one_write(loop_kind: str) -> None:
+    writes, calls, t = exchange(loop_kind, b"POST /?Action=X&b=%20 HTTP/1.1\r\nHost: h\r\nX-Acs-Date: d\r\n"
                                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=1")
     assert calls == [("POST", "/", b"Action=X&b=%20", {b"host": b"h", b"x-acs-date": b"d",
                       b"content-type": b"application/x-www-form-urlencoded", b"content-length": b"3"}, b"a=1")]
@@ -100,39 +111,39 @@ def test_direct_route_answers_in_one_write() -> None:
     assert b"content-length: 11" in lines and not t.closed
 
 
-def test_pipelined_requests_and_other_paths_keep_their_order() -> None:
+def test_pipelined_requests_and_other_paths_keep_their_order(loop_kind: str) -> None:
     """A request pipelined behind one still on uvicorn's ASGI path waits in uvicorn's queue
     and is served through ASGI too (the app serves every path): answers stay in order."""
-    writes, calls, _ = exchange(b"GET /?n=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+    writes, calls, _ = exchange(loop_kind, b"GET /?n=1 HTTP/1.1\r\nHost: h\r\n\r\n"
                                 b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
                                 b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nxy")
     joined = b"".join(writes)
     assert joined.index(b'{"ok":true}') < joined.index(b"asgi GET /healthz 0") < joined.index(b"asgi POST / 2")
     assert [c[:3] for c in calls] == [("GET", "/", b"n=1")]
     # Behind a direct request that is still running, the next one waits for it as well.
-    writes, calls, _ = exchange(b"POST /?n=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+    writes, calls, _ = exchange(loop_kind, b"POST /?n=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
                                 b"POST /?n=2 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
     joined = b"".join(writes)
     assert joined.count(b"HTTP/1.1 200 OK") == 2 and joined.index(b'{"ok":true}') < joined.index(b"asgi POST / 0")
 
 
-def test_body_in_pieces_too_large_body_and_connection_close() -> None:
-    writes, calls, t = exchange(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc", b"def")
+def test_body_in_pieces_too_large_body_and_connection_close(loop_kind: str) -> None:
+    writes, calls, t = exchange(loop_kind, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc", b"def")
     assert calls[0][4] == b"abcdef" and len(writes) == 1
     big = MAX_FAST_BODY + 10
-    writes, calls, t = exchange(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % big,
+    writes, calls, t = exchange(loop_kind, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % big,
                                 b"x" * big)
     assert calls[0][4] is None  # the handler answers 413
     assert writes[-1].split(b"\r\n")[0] == b"HTTP/1.1 200 OK" and b"\r\nconnection: close\r\n" in writes[-1]
     assert t.closed
 
 
-def test_head_upgrade_http10_and_expect_continue() -> None:
-    writes, calls, _ = exchange(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+def test_head_upgrade_http10_and_expect_continue(loop_kind: str) -> None:
+    writes, calls, _ = exchange(loop_kind, b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert calls == [] and writes[0].startswith(b"HTTP/1.1 200 OK") and b"asgi" not in b"".join(writes)
-    writes, calls, t = exchange(b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
+    writes, calls, t = exchange(loop_kind, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
     assert calls and b"connection: close" in writes[-1] and t.closed
-    writes, calls, _ = exchange(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    writes, calls, _ = exchange(loop_kind, b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
                                 b"ok")
     assert writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n" and calls[0][4] == b"ok"
 

@@ -127,9 +127,22 @@ class FastHttpProtocol(HttpToolsProtocol):
         if type(cycle) is not _FastCycle:
             super().on_message_complete()
             return
-        task = self.loop.create_task(self._serve(cycle))  # type: ignore[arg-type]
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        # Started at once where the loop can (uvloop's eager_start): a request whose handler
+        # never waits (SQLite reads) is answered before this returns, without a trip
+        # through the loop's ready queue; one that waits goes on as an ordinary task.
+        coro = self._serve(cycle)
+        loop = self.loop
+        if _eager.get(type(loop), True):
+            try:
+                task = loop.create_task(coro, eager_start=True)  # type: ignore[call-arg]
+            except TypeError:  # a loop without eager tasks (asyncio's own before Python 3.12)
+                _eager[type(loop)] = False
+                task = loop.create_task(coro)
+        else:
+            task = loop.create_task(coro)
+        if not task.done():
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
 
     async def _serve(self, cycle: _FastCycle) -> None:
         try:
@@ -159,6 +172,7 @@ class FastHttpProtocol(HttpToolsProtocol):
         super().shutdown()
 
 
+_eager: dict[type, bool] = {}  # loop types that refused create_task(eager_start=True): False
 _dh_list: list[tuple[bytes, bytes]] | None = None
 _dh_bytes = b""
 

@@ -39,7 +39,7 @@ MAX_QUERY = 64 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-@dataclass
+@dataclass(slots=True)
 class Incoming:
     """The parts of an HTTP request the gateway looks at."""
 
@@ -51,7 +51,7 @@ class Incoming:
     path: str = "/"
 
 
-@dataclass
+@dataclass(slots=True)
 class Authenticated:
     access_key_id: str
     tenant_id: str
@@ -272,9 +272,7 @@ def parse_incoming(method: str, path: str, raw_query: bytes, headers: list[tuple
         query = _parse_no_nul(raw_query.decode("utf-8"), "query")
     except (UnicodeDecodeError, ValueError):
         raise GatewayError(400, "InvalidParameter", "The query string is not valid UTF-8 URL encoding.") from None
-    hdrs: dict[str, str] = {}
-    for k, v in headers:
-        hdrs[k.decode("latin-1").lower()] = v.decode("latin-1")
+    hdrs = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
     form: dict[str, str] = {}
     if body and hdrs.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE:
         try:

@@ -15,8 +15,22 @@ from iotvideo.errors import GatewayError
 _CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z").fullmatch
 
 
+_PARSED: dict[str, float] = {}  # recent times -> epoch seconds: a second's requests share one
+_MAX_PARSED = 1024
+
+
 def parse_utc(value: str) -> float:
     """Epoch seconds of an ISO-8601 UTC time as the SDKs send it (``…Z``)."""
+    t = _PARSED.get(value)
+    if t is None:
+        t = _parse_utc(value)
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[value] = t
+    return t
+
+
+def _parse_utc(value: str) -> float:
     if _CANONICAL(value) is not None:
         try:
             return datetime.fromisoformat(value).timestamp()  # "Z": UTC (Python ≥ 3.11)

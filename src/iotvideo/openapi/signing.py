@@ -53,11 +53,23 @@ _MAX_AUTHORIZATION = 8192
 _ALREADY_SAFE = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 
 
+_ENCODED: dict[str, str] = {}  # strings that needed encoding lately -> their encoding
+_MAX_ENCODED = 4096
+
+
 def percent_encode(s: str) -> str:
     """RFC 3986 percent-encoding of UTF-8; only ``A-Za-z0-9-_.~`` stay as they are."""
     if _ALREADY_SAFE(s) is not None:  # most keys and values: nothing to encode
         return s
-    return quote_from_bytes(s.encode("utf-8", "surrogatepass"), safe="")
+    # The rest recur (a Timestamp is shared by every request of its second): remembered,
+    # a bounded number of them.
+    e = _ENCODED.get(s)
+    if e is None:
+        e = quote_from_bytes(s.encode("utf-8", "surrogatepass"), safe="")
+        if len(_ENCODED) >= _MAX_ENCODED:
+            _ENCODED.clear()
+        _ENCODED[s] = e
+    return e
 
 
 def sha256_hex(data: bytes) -> str:
@@ -72,8 +84,8 @@ def _sorted_pairs(params: Mapping[str, str], exclude: Iterable[str] = ()) -> lis
 
 def v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
     """``METHOD&%2F&pct(k1=v1&k2=v2…)`` over every parameter but ``Signature``."""
-    joined = "&".join(f"{k}={v}" if _ALREADY_SAFE(k + v) is not None else f"{percent_encode(k)}={percent_encode(v)}"
-                      for k, v in _sorted_pairs(params, ("Signature",)))
+    joined = "&".join([f"{k}={v}" if _ALREADY_SAFE(k + v) is not None else f"{percent_encode(k)}={percent_encode(v)}"
+                       for k, v in sorted(params.items()) if k != "Signature"])
     # percent_encode(joined), cheaply: joined holds only unreserved characters and the
     # '%' of its escapes, '=' and '&', so encoding it again changes just those three.
     return f"{method}&%2F&{joined.replace('%', '%25').replace('=', '%3D').replace('&', '%26')}"
