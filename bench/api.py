@@ -9,11 +9,11 @@ What it does, all by itself (see bench/README.md):
    services API in-process: one tenant + AccessKey, a product, 10,000 devices (bulk
    insert, secrets sealed with ``services.box``), a time template, and a record plan and
    an event plan holding all 10,000 device streams;
-3. starts ``iotvideo serve`` (one uvicorn worker) on a free loopback port, once with the
+3. starts ``iotvideo serve`` (one uvicorn worker, iotvideo/http_protocol.py) on a free loopback port, once with the
    default ``info`` logging (per-request lines go to a file) and once with ``warning``;
 4. runs each scenario for a fixed time at a fixed connection count with PRE-SIGNED
    requests (each its own SignatureNonce and Timestamp, so none is a replay): the
-   hello-world baseline (bench/hello_app.py on the same uvicorn stack), signed V1
+   hello-world baseline (bench/hello_app.py on the same server stack), signed V1
    ``QueryTimeTemplate``, signed V1 ``QueryRecordPlanDeviceByPlan`` over all 200 pages,
    and V3-signed ``QueryTimeTemplate``;
 5. prints a table, the machine, each API scenario against the goals (>= 50 % of the
@@ -364,7 +364,7 @@ def _by_plan_v1(host: str, s: Seed, i: int) -> bytes:
                       {"PlanId": s.record_plan, "PageSize": "50", "CurrentPage": str(page)})
 
 
-HELLO_SCENARIO = Scenario("hello", "hello-world ASGI (same uvicorn stack)", _qtt_v1, hello=True)
+HELLO_SCENARIO = Scenario("hello", "hello-world (same server stack)", _qtt_v1, hello=True)
 API_SCENARIOS = [
     Scenario("v1_QueryTimeTemplate", "V1 QueryTimeTemplate PageSize=10", _qtt_v1),
     Scenario("v1_QueryRecordPlanDeviceByPlan", "V1 QueryRecordPlanDeviceByPlan PageSize=50", _by_plan_v1),
@@ -616,7 +616,8 @@ CATEGORIES: list[tuple[str, str]] = [
     ("request parsing (parse_incoming)", r"^(parse_incoming|parse_form|_parse_no_nul) "),
     ("store: SQL on the loop thread (iotvideo/store)", r"\(iotvideo/store/|\(sqlite3/"),
     ("gateway + params + handlers + domain", r"\(iotvideo/(openapi|domain)/"),
-    ("uvicorn protocol + response write", r"\(uvicorn/protocols/|\(uvicorn/middleware/|httptools"),
+    ("HTTP protocol + response write (uvicorn, http_protocol.py)",
+     r"\(uvicorn/protocols/|\(uvicorn/middleware/|httptools|\(iotvideo/http_protocol\.py"),
 ]
 EVENT_LOOP = "event loop (uvloop C: I/O, wakeups, scheduling)"
 
