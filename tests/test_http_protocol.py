@@ -60,7 +60,7 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def exchange(loop_kind: str, *chunks: bytes) -> tuple[list[bytes], list[tuple[Any, ...]], Transport]:
+def exchange(loop_kind: str, *chunks: bytes, paused: bool = False) -> tuple[list[bytes], list[tuple[Any, ...]], Transport]:
     """Feeds ``chunks`` to a protocol whose direct route is ``/``; (writes, handler calls, transport)."""
     calls: list[tuple[Any, ...]] = []
 
@@ -79,10 +79,14 @@ def exchange(loop_kind: str, *chunks: bytes) -> tuple[list[bytes], list[tuple[An
                                                                             _loop=asyncio.get_running_loop())
         t = Transport()
         proto.connection_made(t)
+        if paused:  # the client does not read: the transport paused our writes
+            proto.pause_writing()
         for c in chunks:
             proto.data_received(c)
             for _ in range(5):
                 await asyncio.sleep(0)
+        if paused:
+            proto.resume_writing()
         while state.tasks:
             await asyncio.sleep(0.01)
         proto._unset_keepalive_if_required()
@@ -158,6 +162,11 @@ def complete(data: bytes) -> int:
             break
         n, data = n + 1, rest[length:]
     return n
+
+
+def test_a_client_that_does_not_read_gets_uvicorns_flow_control(loop_kind: str) -> None:
+    writes, calls, _ = exchange(loop_kind, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", paused=True)
+    assert calls == [] and writes[-1] == b"asgi POST / 0"  # written once writing resumed
 
 
 def raw(server: ServerInfo, data: bytes, expect_responses: int) -> bytes:

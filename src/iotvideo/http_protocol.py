@@ -7,8 +7,11 @@ per-header validation; its body is collected by the parser callbacks, the handle
 and the whole response (status line, uvicorn's ``date``/``server`` headers, content type
 and length, body) leaves in ONE ``transport.write`` (uvicorn writes headers and body
 apart: two syscalls, two wake-ups of the client). Everything else — other paths,
-methods other than GET/POST, upgrades, pipelined requests behind a pending one, a
-concurrency limit — is uvicorn's ASGI path unchanged. Keep-alive, ``Expect:
+methods other than GET/POST, upgrades, pipelined requests behind a pending one, a client
+that does not read its answers (the transport's writes are paused), a concurrency limit —
+is uvicorn's ASGI path unchanged. A direct request is started eagerly on uvloop
+(``create_task(eager_start=True)``): when the handler never waits (SQLite reads) it is
+answered from within ``data_received``. Keep-alive, ``Expect:
 100-continue``, ``Connection: close``, graceful shutdown (the request task is one of the
 server's tasks) and the keep-alive timeout behave as in uvicorn.
 
@@ -93,8 +96,10 @@ class FastHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         method = parser.get_method()
+        # Not behind a request still running, nor while the client does not read what it
+        # is sent (uvicorn's path then stops reading and waits: memory stays bounded).
         if (method == b"POST" or method == b"GET") and not parser.should_upgrade() and self.limit_concurrency is None \
-                and (self.cycle is None or self.cycle.response_complete):
+                and (self.cycle is None or self.cycle.response_complete) and not self.flow.write_paused:
             parsed = httptools.parse_url(self.url)
             raw_path = parsed.path
             if b"%" not in raw_path and not self.root_path:
