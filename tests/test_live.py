@@ -353,3 +353,29 @@ def test_old_sdk_decrypt_key_field(server: ServerInfo, old_sdk: OldSdk) -> None:
         assert d["DecryptKey"] == d["RelayDecryptKey"] and json.loads(d["DecryptKey"])["Key"]
         assert "/index.m3u8?token=" in d["Path"] and d["StunInfo"] == ""
         old_sdk.common("StopLiveStreaming", product="Linkvisual", IotId=cam["IotId"])
+
+
+def test_cache_duration_starts_players_that_far_behind_the_live_edge(
+        server: ServerInfo, old_sdk: OldSdk, lvc: Client) -> None:
+    """``CacheDuration`` (ms): the URL starts its player on the latest key frame at least that far
+    behind the live edge (the hub keeps that much history from the call on), so the player gets
+    that much video at once, ahead of the wall clock; without it, at most about a GOP (1 s)."""
+    cam = make_camera(old_sdk)
+    with start_camera(server, old_sdk, cam) as runner:
+        wait_until(status_is(old_sdk, cam, "ONLINE"), "the camera to be ONLINE")
+        cached = query(lvc, cam, scheme="flv", cache_duration=3000, url_valid_duration=60).data.path
+        wait_until(lambda: pushes(runner.agent) == 1, "the camera to push")
+        time.sleep(4.5)  # the stream runs unwatched; the hub keeps 3 s of it
+        plain = query(lvc, cam, scheme="rtmp", url_valid_duration=60).data.path
+        ahead = {}
+        for label, url in (("cached", cached), ("plain", plain)):
+            t0 = time.perf_counter()
+            p = play(url, t0, frames=0, max_s=2.5)
+            assert not p.error and p.first_frame_s is not None and len(p.pts) >= 20, (label, p)
+            assert p.pts[0] < 0.1 and all(b > a for a, b in zip(p.pts, p.pts[1:])), (label, p.pts[:5])
+            wall = time.perf_counter() - t0 - p.first_frame_s
+            ahead[label] = p.pts[-1] - p.pts[0] - wall  # video received beyond what real time explains
+        print(f"CacheDuration 3000 ms: the player started {ahead['cached']:.2f} s behind the live edge "
+              f"(without: {ahead['plain']:.2f} s)")
+        assert ahead["cached"] >= 2.5 and ahead["plain"] <= 1.5, ahead
+        stop(lvc, cam)

@@ -7,6 +7,8 @@ return None for tags that carry no frame (end of sequence, command frames, HDR m
 ``video_payload``/``audio_payload`` build tag bodies (H.265 as Enhanced RTMP ``hvc1`` unless
 ``hevc_legacy``). Config frames come back with ``keyframe=False``. Malformed input raises
 ``FlvError``; a well-formed tag of a codec we do not handle raises ``UnsupportedCodec``.
+``parse_video_tag``/``parse_audio_tag`` also say whether the tag is exactly what
+``video_payload``/``audio_payload`` build from the frame, so a relay can send it on as it came.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ __all__ = [
     "UnsupportedCodec",
     "audio_payload",
     "parse_audio",
+    "parse_audio_tag",
     "parse_video",
+    "parse_video_tag",
     "video_payload",
 ]
 
@@ -123,6 +127,11 @@ def _config(codec: Codec, data: bytes) -> bytes:
 
 def parse_video(payload: bytes, timestamp: int) -> MediaFrame | None:
     """The frame in a video tag body whose message timestamp (the DTS) is ``timestamp``."""
+    return parse_video_tag(payload, timestamp)[0]
+
+
+def parse_video_tag(payload: bytes, timestamp: int) -> tuple[MediaFrame | None, bool]:
+    """``parse_video``, and whether ``video_payload(frame)`` gives back exactly ``payload``."""
     n = len(payload)
     if not n:
         raise FlvError("empty video tag")
@@ -131,7 +140,7 @@ def parse_video(payload: bytes, timestamp: int) -> MediaFrame | None:
         frame_type = (b0 >> 4) & 0x07
         packet_type = b0 & 0x0F
         if frame_type == FRAME_COMMAND and packet_type != EX_METADATA:
-            return None
+            return None, False
         if packet_type == EX_MULTITRACK or packet_type == EX_MODEX:
             raise UnsupportedCodec(f"Enhanced RTMP video packet type {packet_type}")
         if n < 5:
@@ -141,7 +150,7 @@ def parse_video(payload: bytes, timestamp: int) -> MediaFrame | None:
         if codec is None:
             raise UnsupportedCodec(f"video FourCC {fourcc!r}")
         if packet_type == EX_SEQUENCE_END or packet_type == EX_METADATA:
-            return None
+            return None, False
         cts = 0
         if packet_type == EX_SEQUENCE_START:
             config = True
@@ -160,7 +169,7 @@ def parse_video(payload: bytes, timestamp: int) -> MediaFrame | None:
     else:
         frame_type = b0 >> 4
         if frame_type == FRAME_COMMAND:
-            return None
+            return None, False
         codec_id = b0 & 0x0F
         codec = _LEGACY_IDS.get(codec_id)
         if codec is None:
@@ -170,19 +179,29 @@ def parse_video(payload: bytes, timestamp: int) -> MediaFrame | None:
         packet_type = payload[1]
         cts = _si24(payload, 2)
         if packet_type == AVC_END_OF_SEQUENCE:
-            return None
+            return None, False
         if packet_type > AVC_END_OF_SEQUENCE:
             raise FlvError(f"AVCPacketType {packet_type}")
         config = packet_type == AVC_SEQUENCE_HEADER
         data = payload[5:]
     if not FRAME_KEY <= frame_type <= FRAME_GENERATED_KEY:
         raise FlvError(f"video frame type {frame_type}")
+    # what video_payload writes: legacy H.264, Enhanced ``hvc1`` H.265 (coded frames with a
+    # composition time only when it is not 0), frame type 1 (key, config) or 2 (inter)
+    canonical = (
+        (codec is Codec.H264) is not bool(b0 & EX_HEADER)
+        and (codec is Codec.H264 or packet_type != EX_CODED_FRAMES or cts != 0)
+    )
     if config:
-        return MediaFrame(codec, timestamp, timestamp + cts, _config(codec, data), is_config=True)
+        return MediaFrame(codec, timestamp, timestamp + cts, _config(codec, data), is_config=True), (
+            canonical and frame_type == FRAME_KEY
+        )
     if not data:
-        return None
+        return None, False
     keyframe = frame_type == FRAME_KEY or frame_type == FRAME_GENERATED_KEY
-    return MediaFrame(codec, timestamp, timestamp + cts, _nal_units(data), keyframe=keyframe)
+    nal = _nal_units(data)
+    frame = MediaFrame(codec, timestamp, timestamp + cts, nal, keyframe=keyframe)
+    return frame, canonical and nal is data and frame_type == (FRAME_KEY if keyframe else FRAME_INTER)
 
 
 def _aac_config(data: bytes) -> tuple[int, int]:
@@ -209,6 +228,11 @@ def _aac_config(data: bytes) -> tuple[int, int]:
 
 def parse_audio(payload: bytes, timestamp: int) -> MediaFrame | None:
     """The frame in an audio tag body whose message timestamp is ``timestamp``."""
+    return parse_audio_tag(payload, timestamp)[0]
+
+
+def parse_audio_tag(payload: bytes, timestamp: int) -> tuple[MediaFrame | None, bool]:
+    """``parse_audio``, and whether ``audio_payload(frame)`` gives back exactly ``payload``."""
     n = len(payload)
     if not n:
         raise FlvError("empty audio tag")
@@ -225,17 +249,18 @@ def parse_audio(payload: bytes, timestamp: int) -> MediaFrame | None:
             rate, channels = _aac_config(data)
             return MediaFrame(
                 Codec.AAC, timestamp, timestamp, data, is_config=True, sample_rate=rate, channels=channels
-            )
+            ), b0 == 0xAF
         if packet_type != AAC_RAW:
             raise FlvError(f"AACPacketType {packet_type}")
-        return MediaFrame(Codec.AAC, timestamp, timestamp, data) if data else None
+        return (MediaFrame(Codec.AAC, timestamp, timestamp, data), b0 == 0xAF) if data else (None, False)
     if sound_format == SOUND_PCMA or sound_format == SOUND_PCMU:
         data = payload[1:]
         if not data:
-            return None
+            return None, False
         codec = Codec.PCMA if sound_format == SOUND_PCMA else Codec.PCMU
         rate = _G711_RATES[(b0 >> 2) & 0x03]
-        return MediaFrame(codec, timestamp, timestamp, data, sample_rate=rate, channels=2 if b0 & 0x01 else 1)
+        frame = MediaFrame(codec, timestamp, timestamp, data, sample_rate=rate, channels=2 if b0 & 0x01 else 1)
+        return frame, bool(b0 & 0x02)  # audio_payload always sets the 16-bit flag
     raise UnsupportedCodec(f"sound format {sound_format}")
 
 

@@ -383,6 +383,13 @@ class FrameMemo(Generic[T]):
             del entries[next(iter(entries))]
         return value
 
+    def put(self, frame: MediaFrame, value: T) -> None:
+        """Set what ``frame`` gives, when its producer already has it (a tag as it came in)."""
+        entries = self._entries
+        entries[id(frame)] = (frame, value)
+        if len(entries) > self._size:
+            del entries[next(iter(entries))]
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -310,11 +310,12 @@ class _RtmpPeer(asyncio.Protocol):
         publisher = self._publishers.get(ev.stream_id)
         if publisher is None:
             return
+        video = ev.kind == "video"
         try:
-            if ev.kind == "video":
-                frame = flvtags.parse_video(ev.payload, ev.timestamp)
+            if video:
+                frame, as_built = flvtags.parse_video_tag(ev.payload, ev.timestamp)
             else:
-                frame = flvtags.parse_audio(ev.payload, ev.timestamp)
+                frame, as_built = flvtags.parse_audio_tag(ev.payload, ev.timestamp)
         except flvtags.UnsupportedCodec as e:
             self.close(f"unsupported codec: {e}")
             return
@@ -323,6 +324,8 @@ class _RtmpPeer(asyncio.Protocol):
             return
         if frame is not None:
             self.stats.frames_in += 1
+            if as_built and publisher.hub.subscribers:  # players get the tag as it came: nothing to rebuild
+                self.server.messages.put(frame, shared_video(ev.payload) if video else shared_audio(ev.payload))
             publisher.publish(frame)
 
     # --- playing -----------------------------------------------------------------------
