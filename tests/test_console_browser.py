@@ -206,6 +206,12 @@ FIRST_FRAME_JS = """(args) => new Promise((resolve) => {
   const events = [];
   const t0 = Date.now();
   const hls = new Hls(config);
+  window.__stalls = 0; window.__stalled_ms = 0;
+  let waitingSince = null;
+  video.addEventListener("waiting", () => {
+    if (video.currentTime > 0) { window.__stalls += 1; waitingSince = Date.now(); } });
+  video.addEventListener("playing", () => {
+    if (waitingSince !== null) { window.__stalled_ms += Date.now() - waitingSince; waitingSince = null; } });
   for (const e of ["MANIFEST_LOADED", "LEVEL_LOADED", "FRAG_LOADED", "FRAG_BUFFERED"]) {
     hls.on(Hls.Events[e], (_e, d) => events.push([e, Date.now() - t0, (d.frag && d.frag.sn) ?? "",
                                                  (d.part && d.part.index) ?? ""]));
@@ -268,6 +274,9 @@ def test_hlsjs_first_frame_from_an_idle_camera(world: World, browser: Any, gop_s
                 while page.evaluate("() => window.__hls.media.currentTime") < 1.0 + gop_s:
                     assert time.monotonic() < deadline, "hls.js did not keep playing"
                     time.sleep(0.2)
+                latency = page.evaluate("() => window.__hls.latency")
+                stalls, stalled_ms = page.evaluate("() => [window.__stalls, window.__stalled_ms]")
+                print(f"  then played {1.0 + gop_s:g} s: {stalls} stall(s) ({stalled_ms} ms), latency {latency:.2f} s")
                 page.evaluate("() => window.__hls.destroy()")
         print(f"HLSJS_FIRST_FRAME_MS gop {gop_s:g} s", [round(x) for x in figures])
     finally:

@@ -508,9 +508,24 @@ def test_first_segment_cut_short_then_back_on_key_frames() -> None:
     assert [first_video_sync(s.data) for s in p.segments] == [True, False, True]
 
 
+def test_long_gop_start_every_part_a_segment_until_the_key_frame() -> None:
+    p = HlsPackager(HlsConfig(segment_target=2.0, part_target=1 / 3, window=20))
+    p.feed(video_config())
+    for i in range(15 * 9):  # 15 fps, GOP 4 s, 9 s
+        p.feed(video_frame(i * 1000 // 15, i % 60 == 0), now=1_700_000_000.0 + i / 15)
+        check_media_playlist(p.media_playlist(), p.resource)
+    durations = [round(s.duration_ms) for s in p.segments]
+    # 0.733 s, then one part (1/3 s) per segment up to the key frame at 4 s: a player that starts
+    # no segment on a part that is not independent (hls.js) gets each as soon as it is complete
+    k = next(i for i, s in enumerate(p.segments) if i and s.independent)
+    assert durations[0] == 733 and all(d <= 334 for d in durations[1:k]) and sum(durations[:k]) == 4000
+    assert p.segments[k].start_ms == 4000 and k == 11
+    assert all(d <= 2499 for d in durations[k:]) and not any(s.independent for s in p.segments[1:k])
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from([10, 12.5, 15, 24, 25, 30]), st.integers(1, 150), st.integers(0, 6),
-       st.sampled_from([None, 0.3, 0.5, 1.0]), st.booleans(), st.integers(0, 2**32 - 1))
+       st.sampled_from([None, 0.3, 0.7, 1.5]), st.booleans(), st.integers(0, 2**32 - 1))
 def test_live_playlists_follow_the_ll_hls_rules(fps: float, gop_frames: int, jitter_ms: int,
                                                  start: float | None, audio: bool, seed: int) -> None:
     """Every playlist a player could fetch, for a camera with any frame rate and GOP (up to 5 s,

@@ -188,6 +188,11 @@ def test_hls_from_an_idle_camera_stays_valid_ll_hls(server: ServerInfo, old_sdk:
         pl = check_media_playlist(first.text, fetch)
         assert pl.segments and pl.segments[0].parts[0].independent and not pl.ended
         first_segment_s = pl.segments[0].duration
+        # a plain reload (FFmpeg, VLC) by a session that has the last segment waits for the next one
+        t1 = time.perf_counter()
+        again = check_media_playlist(http.get(base + media).text, fetch)
+        assert again.segments[-1].msn == pl.segments[-1].msn + 1, (again.segments, pl.segments)
+        held_ms = (time.perf_counter() - t1) * 1000
         targets, msn_seen = {pl.target}, pl.media_sequence
         for _ in range(24):  # about 8 s of parts, one blocking reload each
             msn = pl.media_sequence + len(pl.segments)
@@ -202,7 +207,8 @@ def test_hls_from_an_idle_camera_stays_valid_ll_hls(server: ServerInfo, old_sdk:
         hinted = http.get(base + pl.preload_hint)  # blocks until the part exists
         assert hinted.status_code == 200 and hinted.content[4:8] == b"moof"
         print(f"idle camera, hls: first media playlist (segment 0: {first_segment_s:.3f} s) "
-              f"{first_ms:.0f} ms after the API call; 24 blocking reloads valid ({server.backend})")
+              f"{first_ms:.0f} ms after the API call; a plain reload held {held_ms:.0f} ms for the next segment; "
+              f"24 blocking reloads valid ({server.backend})")
         stop(lvc, cam)
 
 

@@ -3,8 +3,9 @@
 ``HlsPackager`` takes a stream's ``MediaFrame``s and cuts them into fMP4 parts (about a
 third of a second, on any frame) and segments (on key frames), keeping a sliding window
 in memory. A stream's first segment is cut short, at the first frame past ``start_segment``
-(key frame or not), and the next one at the next key frame: players that read whole segments
-(FFmpeg, VLC) and the first playlist request need not wait for a whole GOP. Segments are
+(key frame or not), and then every part is a segment until the next key frame: players that
+read whole segments (FFmpeg, VLC; hls.js for its first playlist, and it starts no segment on a
+part that is not independent) need not wait for a whole GOP. Segments are
 otherwise as many whole GOPs as fit in the target duration (rounded); a longer GOP is cut at a
 part boundary (a segment that is not independent), so ``EXT-X-TARGETDURATION`` never changes.
 It renders the media and multivariant playlists and answers lookups and blocking-reload
@@ -68,8 +69,10 @@ class HlsConfig:
     part_target: float = 1 / 3
     window: int = 6  # complete segments kept and listed
     max_segment: float = 12.0  # cut here even without a key frame, so memory stays bounded
-    # the first segment ends at the first frame this far in, key frame or not (None: a GOP, like the others):
-    # enough for a player that reads whole segments and probes half a second (FFmpeg -analyzeduration 0.5 s)
+    # A stream's first segment ends at the first frame this far in, key frame or not (None: whole GOPs
+    # from the start). Every player's first playlist needs one segment; FFmpeg probing half a second
+    # (-analyzeduration 0.5 s) needs ≈ 0.6 s of frames in it, and hls.js, which starts playing at once,
+    # stalls if it starts with much less than this buffered (0.3 s: it does).
     start_segment: float | None = 0.7
 
     @property
@@ -168,7 +171,9 @@ class HlsPackager:
         self._audio_base = 0
         self._audio_next: int | None = None  # expected decode time of the next AAC frame
         self._last_step = 40.0  # the last video frame's duration, ms
-        self._started = False  # the first segment (cut short, see ``start_segment``) is done
+        self._closed = 0  # segments closed since the stream started (the first one is cut at ``start_segment``)
+        self._start_phase = False  # from that cut to the next key frame: one part per segment
+        self._stream_start: float | None = None
         self._last_key_t: float | None = None
         self._gop_ms: float | None = None  # the last key-frame interval seen
 
@@ -274,6 +279,10 @@ class HlsPackager:
         gop = None if self._last_key_t is None else t - self._last_key_t
         if frame.keyframe:
             self._last_key_t, self._gop_ms = t, gop
+        # after the start cut and until the next key frame, every part is a segment of its own: a
+        # player that starts no segment on a part that is not independent (hls.js) gets each as
+        # soon as it is complete
+        starting_cut = part_full and self._start_phase
         if (
             frame.keyframe and (
                 self._tracks_changed
@@ -281,7 +290,7 @@ class HlsPackager:
                     else segment_ms + self._gop_ms + step > self._limit_ms)  # another GOP would not fit
                 or not self._open_independent()  # back on key-frame boundaries after a short cut
             )
-        ) or segment_ms >= self.config.max_segment * 1000 or self._start_cut(t) \
+        ) or segment_ms >= self.config.max_segment * 1000 or self._start_cut(t) or starting_cut \
                 or (part_full and segment_ms + step > self._limit_ms):  # a GOP longer than the target: cut anyway
             self._close_part(t)
             self._close_segment()
@@ -291,6 +300,8 @@ class HlsPackager:
                 self._open_segment(t)
         elif part_full:
             self._close_part(t)
+        if frame.keyframe:
+            self._start_phase = False
         self._held = _Held(t, frame.pts - frame.dts, frame.data, frame.keyframe)
 
     @property
@@ -314,8 +325,12 @@ class HlsPackager:
     def _start_cut(self, t: float) -> bool:
         """Whether the stream's first segment ends at this frame (``start_segment``)."""
         start = self.config.start_segment
-        assert self._open is not None
-        return not self._started and start is not None and t - self._open.start_ms >= start * 1000 - 1e-6
+        if start is None or self._closed or self._stream_start is None:
+            return False
+        if t - self._stream_start < start * 1000 - 1e-6:
+            return False
+        self._start_phase = True
+        return True
 
     def _open_independent(self) -> bool:
         """The open segment starts with a key frame (its first part, or the frames not cut yet)."""
@@ -385,6 +400,8 @@ class HlsPackager:
 
     def _open_segment(self, t: float) -> None:
         assert self._clock is not None
+        if self._stream_start is None:
+            self._stream_start = t
         wall0, t0 = self._clock
         self._open = _Open(self._next_msn, self._generation, t, wall0 + (t - t0) / 1000)
         self._next_msn += 1
@@ -417,7 +434,7 @@ class HlsPackager:
                 self._next_msn = seg.msn  # nothing in it: reuse its number
             return
         duration = sum(p.duration_ms for p, _ in seg.parts)
-        self._started = True
+        self._closed += 1
         self._max_segment_ms = max(self._max_segment_ms, duration)
         self._segments.append(Segment(
             seg.msn, seg.generation, seg.start_ms, duration, seg.program_date_time,

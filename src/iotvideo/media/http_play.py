@@ -56,6 +56,7 @@ class HlsSession:
     created_at: float
     last_seen: float
     requests: int = 0
+    last_msn: int = -1  # the last complete segment a plain (non-blocking) playlist request was given
 
 
 class HlsSessions:
@@ -298,8 +299,15 @@ class PlayRoutes:
         if msn is None:
             if part is not None:
                 return _error(400, "_HLS_part without _HLS_msn")
-            # a stream just starting: wait for its first segment (players without LL-HLS need one)
-            await self._wait(hls, lambda p: bool(p.segments) or p.ended, self.first_media_wait_s)
+            # A stream just starting: wait for its first segment (every player needs one). A player
+            # reloading without blocking (FFmpeg, VLC) that was given the last segment already waits
+            # for the next one, up to a target duration, as a blocking reload would: it gets each
+            # segment when it is complete instead of at its own reload interval.
+            seen = session.last_msn
+            wait_s = self.first_media_wait_s if seen < 0 else float(hls.packager.target_duration())
+            await self._wait(hls, lambda p: (bool(p.segments) and p.segments[-1].msn > seen) or p.ended, wait_s)
+            segments = hls.packager.segments
+            session.last_msn = segments[-1].msn if segments else -1
         else:
             packager = hls.packager
             if not packager.blocking_request_valid(msn) or (part is not None and part > _MAX_PART_INDEX):
