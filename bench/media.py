@@ -75,7 +75,7 @@ CLIP_S = 12
 FPS = 25
 # idle camera → first decoded frame, from the QueryLiveStreaming call: tests/test_live.py (PyAV: rtmp, flv,
 # hls) and tests/test_console_browser.py (hls.js in Chromium: hls_js)
-IDLE_CAMERA_MS = {"rtmp": 700, "flv": 680, "hls": 750, "hls_js": 890}
+IDLE_CAMERA_MS = {"rtmp": 700, "flv": 680, "hls": 750, "hls_js": 850}
 
 for _v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
     os.environ.pop(_v, None)
