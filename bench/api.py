@@ -617,7 +617,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("store: SQL on the loop thread (iotvideo/store)", r"\(iotvideo/store/|\(sqlite3/"),
     ("gateway + params + handlers + domain", r"\(iotvideo/(openapi|domain)/"),
     ("HTTP protocol + response write (uvicorn, http_protocol.py)",
-     r"\(uvicorn/protocols/|\(uvicorn/middleware/|httptools|\(iotvideo/http_protocol\.py"),
+     r"\(uvicorn/protocols/|\(uvicorn/middleware/|httptools|^(?!run \()\S+ \(iotvideo/http_protocol\.py"),
 ]
 EVENT_LOOP = "event loop (uvloop C: I/O, wakeups, scheduling)"
 

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iotvideo import logs
 from iotvideo.logs import FLUSH_S, HotLog, LineHandler, setup_logging
@@ -100,3 +102,15 @@ def test_a_full_buffer_is_written_and_close_flushes() -> None:
         assert out.getvalue().count("\n") == 2000
 
     asyncio.run(go())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=120))
+def test_the_gateway_line_shows_caller_strings_escaped(s: str) -> None:
+    """Caller-chosen action names and key ids are cut and escaped: one line, always
+    (the fast path for plain ASCII gives what unicode_escape gives)."""
+    from iotvideo.openapi.gateway import _safe
+
+    out = _safe(s)
+    assert out == (s[:80].encode("unicode_escape").decode() if s else "-")
+    assert "\n" not in out and "\r" not in out

@@ -232,7 +232,12 @@ def _no_nul(params: dict[str, str], where: str) -> dict[str, str]:
 
 def _safe(s: str) -> str:
     """A caller-chosen string made safe for one log line."""
-    return s[:80].encode("unicode_escape").decode() if s else "-"
+    if not s:
+        return "-"
+    s = s[:80]
+    if s.isascii() and s.isprintable() and "\\" not in s:  # what unicode_escape leaves as it is
+        return s
+    return s.encode("unicode_escape").decode()
 
 
 def parse_form(s: str) -> dict[str, str]:
