@@ -5,9 +5,9 @@ third of a second, on any frame) and segments (on key frames), keeping a sliding
 in memory. A stream's first segment is cut short, at the first frame past ``start_segment``
 (key frame or not), and then every part is a segment until the next key frame: players that
 read whole segments (FFmpeg, VLC; hls.js for its first playlist, and it starts no segment on a
-part that is not independent) need not wait for a whole GOP. Segments are
-otherwise as many whole GOPs as fit in the target duration (rounded); a longer GOP is cut at a
-part boundary (a segment that is not independent), so ``EXT-X-TARGETDURATION`` never changes.
+part that is not independent) need not wait for a whole GOP. Segments are otherwise as many
+whole GOPs as fit in the target duration (rounded); a longer GOP is cut at a part boundary (a
+segment that is not independent), so ``EXT-X-TARGETDURATION`` never changes.
 It renders the media and multivariant playlists and answers lookups and blocking-reload
 questions; the asyncio server waits on its ``version`` changing.
 Resource names are ``init.mp4`` (``init<g>.mp4`` after a codec change), ``seg<msn>.m4s``
@@ -323,7 +323,8 @@ class HlsPackager:
             self._open_segment(held.t)
 
     def _start_cut(self, t: float) -> bool:
-        """Whether the stream's first segment ends at this frame (``start_segment``)."""
+        """Whether the stream's first segment ends at this frame (``start_segment``); if so, the
+        start phase (one part per segment until the next key frame) begins."""
         start = self.config.start_segment
         if start is None or self._closed or self._stream_start is None:
             return False
