@@ -59,8 +59,12 @@ class ReplayGuard:
     def __init__(self, window_s: int, max_entries: int = 2_000_000) -> None:
         self.window_s = window_s
         self._max = max_entries
-        self._seen: dict[tuple[str, str], float] = {}
-        self._order: deque[tuple[float, tuple[str, str]]] = deque()
+        # "AccessKeyId NUL nonce" -> expiry; strings and floats only, so the per-request
+        # entries are nothing the cyclic GC tracks (tuples were: every request left two
+        # behind for the window, and the collections they caused stalled the loop).
+        # The AccessKeyId is a verified one (checked after the signature): no NUL in it.
+        self._seen: dict[str, float] = {}
+        self._order: deque[str] = deque()
 
     def check(self, key_id: str, nonce: str, timestamp: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -70,27 +74,29 @@ class ReplayGuard:
                                f"Specified time stamp or date value is expired: it must be within {self.window_s} s of the server time.")
         if not nonce or len(nonce) > 128:
             raise GatewayError(400, "MissingSignatureNonce", "The signature nonce must be 1..128 characters.")
-        order = self._order
-        if order and order[0][0] <= now:
+        seen, order = self._seen, self._order
+        if order and seen.get(order[0], 0.0) <= now:
             self._expire(now)
-        k = (key_id, nonce)
-        if k in self._seen:
+        k = f"{key_id}\0{nonce}"
+        if k in seen:
             raise GatewayError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
-        if len(self._seen) >= self._max:
+        if len(seen) >= self._max:
             raise GatewayError(503, "ServiceUnavailable", "Too many requests in the replay window.")
-        exp = now + self.window_s
-        self._seen[k] = exp
-        order.append((exp, k))
+        seen[k] = now + self.window_s
+        order.append(k)
 
     def _expire(self, now: float) -> None:
         """Forgets the pairs whose time is up, from the oldest (at most 64 a call, so no
         call pays for a backlog: arrivals are at most one per call)."""
         order, seen = self._order, self._seen
         for _ in range(64):
-            if not order or order[0][0] > now:
+            if not order:
                 return
-            exp, k = order.popleft()
-            if seen.get(k) == exp:
+            exp = seen.get(order[0])
+            if exp is not None and exp > now:
+                return
+            k = order.popleft()
+            if exp is not None:
                 del seen[k]
 
     def __len__(self) -> int:
