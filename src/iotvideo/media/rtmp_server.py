@@ -11,6 +11,8 @@ Fan-out is cheap: a player that keeps up is written to directly from the publish
 ``publish`` (``Subscription.deliver_to``: no queue, no task switch), and each frame's RTMP
 message is built once for all its players (``FrameMemo`` of a ``SharedMessage``): a player
 adds only its own first chunk header, and players whose header is the same share even that.
+A published tag that is exactly what ``flvtags`` would build from its frame is that message
+as it came (``parse_video_tag``): nothing is rebuilt.
 """
 
 from __future__ import annotations
