@@ -114,3 +114,34 @@ def test_the_gateway_line_shows_caller_strings_escaped(s: str) -> None:
     out = _safe(s)
     assert out == (s[:80].encode("unicode_escape").decode() if s else "-")
     assert "\n" not in out and "\r" not in out
+
+
+def test_lines_from_other_threads_are_never_lost(stream: io.StringIO) -> None:
+    """The loop's buffer is the main thread's own: another thread's lines go out at once."""
+    import threading
+
+    hot = HotLog("iotvideo.test.threads")
+
+    def other() -> None:
+        for i in range(500):
+            hot.info(f"thread {i}")
+            if i % 50 == 0:
+                logging.getLogger("iotvideo.test.threads").warning("record %d", i)
+
+    async def go() -> None:
+        t = threading.Thread(target=other)
+        t.start()
+        for i in range(500):
+            hot.info(f"loop {i}")
+            if i % 20 == 0:
+                await asyncio.sleep(0)
+        t.join()
+        await asyncio.sleep(FLUSH_S * 3)
+
+    with alone():
+        asyncio.run(go())
+    lines = stream.getvalue().splitlines()
+    assert all(LINE.match(ln) for ln in lines)
+    for who in ("thread", "loop"):
+        assert sorted(int(ln.rsplit(" ", 1)[1]) for ln in lines if f" {who} " in ln) == list(range(500))
+    assert sum(" record " in ln for ln in lines) == 10

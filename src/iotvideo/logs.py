@@ -45,26 +45,30 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def asctime(self, now: float) -> str:
         """``now`` as ``%(asctime)s`` shows it (local time, ``YYYY-mm-dd HH:MM:SS,mmm``); the
-        strftime is done once a second."""
+        strftime is done once a second (on the main thread: the cache is its own)."""
         sec = int(now)
+        if threading.get_ident() != _MAIN:
+            return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(sec))},{int((now - sec) * 1000):03d}"
         if sec != self._sec:
             self._sec_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec))
             self._sec = sec
         return f"{self._sec_text},{int((now - sec) * 1000):03d}"
 
     def add_line(self, level: str, name: str, message: str) -> None:
-        """Queues one line: ``<asctime> <level> <name> <message>``."""
+        """Queues one line: ``<asctime> <level> <name> <message>``. Only the main thread's
+        event loop buffers (the buffer is its own, without a lock); elsewhere the line is
+        written at once."""
         line = f"{self.asctime(time.time())} {level} {name} {message}\n"
+        loop = asyncio._get_running_loop()
+        if loop is None or threading.get_ident() != _MAIN:
+            self.flush_lines()  # (a no-op off the main thread)
+            self._write(line)
+            return
         self._buf.append(line)
         self._size += len(line)
         if self._size >= MAX_BUFFER:
             self.flush_lines()
-        elif self._timer is None or self._timer_loop is not asyncio._get_running_loop():
-            loop = asyncio._get_running_loop()
-            if loop is None or threading.current_thread() is not threading.main_thread():
-                # No loop (no one would flush later), or a loop of another thread (tests).
-                self.flush_lines()
-                return
+        elif self._timer is None or self._timer_loop is not loop:
             self._timer = loop.call_later(FLUSH_S, self._flush_later)
             self._timer_loop = loop
 
@@ -73,12 +77,15 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush_lines()
 
     def flush_lines(self) -> None:
-        """Writes the buffered lines now."""
-        if not self._buf:
+        """Writes the buffered lines now (main thread; elsewhere nothing happens: another
+        thread's record may come before the loop's queued lines, as it could anyway)."""
+        if not self._buf or threading.get_ident() != _MAIN:
             return
         buf, self._buf = self._buf, []
         self._size = 0
-        text = "".join(buf)
+        self._write("".join(buf))
+
+    def _write(self, text: str) -> None:
         self.acquire()
         try:
             self.stream.write(text)
@@ -102,6 +109,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._timer.cancel()
             self._timer = None
         super().close()
+
+
+_MAIN = threading.main_thread().ident
 
 
 class HotLog:
