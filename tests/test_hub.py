@@ -554,7 +554,7 @@ def hls_frames() -> list[MediaFrame]:
 
 
 def test_hls_sink_makes_a_shared_live_playlist() -> None:
-    reg = HubRegistry(hls=HlsConfig(segment_target=1.0))
+    reg = HubRegistry(hls=HlsConfig(segment_target=1.0), hls_eager=True)
     hub = reg.get_or_create(StreamKey("cam", 0))
     assert hub.hls is not None and hub.enable_hls() is hub.hls
     frames = hls_frames()

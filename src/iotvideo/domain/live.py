@@ -178,7 +178,7 @@ class LiveSessions:
             if cache_ms:
                 hub.keep_history(cache_ms)
             if scheme == "hls" and hub.hls is None:  # packaging starts now, not at the first playlist request
-                hub.enable_hls(self.registry.hls)
+                hub.enable_hls()
             stream.hold_until = max(stream.hold_until, time.monotonic() + min(url_valid_s, HOLD_MAX_S))
             if encrypt and stream.cipher is None:
                 stream.cipher = (os.urandom(16), os.urandom(16))

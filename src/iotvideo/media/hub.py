@@ -456,6 +456,7 @@ class StreamHub:
         self.idle_after_s: float | None = None  # overrides the registry's idle time for this stream
         self.closed = False
         self.hls: HlsSink | None = None
+        self.hls_config: HlsConfig | None = None  # what ``enable_hls()`` packages with
         self._clock = clock
         self._wall = wall_clock
         self._publisher: Publisher | None = None
@@ -744,9 +745,11 @@ class StreamHub:
         return remove
 
     def enable_hls(self, config: HlsConfig | None = None) -> HlsSink:
-        """The stream's shared LL-HLS packager, attached on first call."""
+        """The stream's shared LL-HLS packager, attached on first call (``config``, else the
+        registry's ``hls_config``); it starts from the cached GOP, so a stream already live has
+        its first segment at once."""
         if self.hls is None:
-            self.hls = HlsSink(config, wall_clock=self._wall)
+            self.hls = HlsSink(config or self.hls_config, wall_clock=self._wall)
             self.hls.detach = self.add_sink(self.hls, on_end=self.hls.end)
         return self.hls
 
@@ -914,6 +917,7 @@ class HubRegistry:
         on_publisher_gone: Callable[[StreamHub], object] | None = None,
         on_last_player_left: Callable[[StreamHub, float], object] | None = None,
         hls: HlsConfig | None = None,
+        hls_eager: bool = False,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
@@ -922,7 +926,11 @@ class HubRegistry:
         self.on_idle = on_idle
         self.on_publisher_gone = on_publisher_gone
         self.on_last_player_left = on_last_player_left
-        self.hls = hls  # when set, every hub packages LL-HLS from its first frame
+        self.hls = hls or HlsConfig()  # the LL-HLS packaging of every hub, once enabled
+        # Package every hub from its first frame, or only once HLS is asked for (a play URL
+        # issued, a playlist requested: ``enable_hls``). Packaging costs as much CPU per frame
+        # as the rest of the hub, so streams nobody watches over HLS do not pay it by default.
+        self.hls_eager = hls_eager
         self._clock = clock
         self._wall = wall_clock
         self._entries: dict[str, _Entry] = {}
@@ -939,8 +947,9 @@ class HubRegistry:
                 key, self.config, clock=self._clock, wall_clock=self._wall,
                 on_last_player_left=self._last_player_left, on_publisher_gone=self._publisher_gone,
             )
-            if self.hls is not None:
-                hub.enable_hls(self.hls)
+            hub.hls_config = self.hls
+            if self.hls_eager:
+                hub.enable_hls()
             entry = self._entries[path] = _Entry(hub)
         return entry.hub
 

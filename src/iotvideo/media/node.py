@@ -42,7 +42,7 @@ class MediaEndpoint:
     ) -> None:
         self.settings = settings
         self.authorizer: MediaAuthorizer = authorizer or StaticAuthorizer({})
-        self.registry = HubRegistry(hub, idle_after_s=settings.media_idle_s, hls=hls or HlsConfig())
+        self.registry = HubRegistry(hub, idle_after_s=settings.media_idle_s, hls=hls)
         self.rtmp = RtmpServer(self.registry, self.authorizer, rtmp)
         self.play = PlayRoutes(self.registry, self.authorizer)
         self.ports: dict[str, int] = {}
