@@ -78,3 +78,22 @@ def cpu_and_memory() -> tuple[str, float | None]:
     except OSError:
         pass
     return cpu, mem_gib
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], http_port: int, log: Path, timeout: float = 60.0) -> None:
+    """Until ``iotvideo serve`` answers ``/healthz`` 200; RuntimeError (with its log's tail) if it exits or times out."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"iotvideo serve exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("iotvideo serve not ready")
+        time.sleep(0.1)

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from benchkit import cpu_and_memory, free_port, say, version_of  # noqa: E402
+from benchkit import cpu_and_memory, free_port, say, version_of, wait_healthy  # noqa: E402
 
 for _v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
     os.environ.pop(_v, None)
@@ -80,7 +80,7 @@ class Stack:
              "--mqtt-port", str(self.mqtt), "--rtmp-port", str(self.rtmp)],
             stdout=self.server_log, stderr=subprocess.STDOUT, env=env)
         self.camera: subprocess.Popen[bytes] | None = None
-        self._wait_ready(tmp / "server.log")
+        wait_healthy(self.server, self.http, tmp / "server.log")
         key = json.loads(subprocess.run([*_exe(), "admin", "create-access-key", "--data-dir", str(self.data)],
                                         check=True, capture_output=True, text=True, env=env).stdout)
         self.key_id, self.secret = key["AccessKeyId"], key["AccessKeySecret"]
@@ -105,21 +105,6 @@ class Stack:
                 raise RuntimeError("the camera did not come online: "
                                    + (tmp / "camera.log").read_text(errors="replace")[-2000:])
             time.sleep(0.2)
-
-    def _wait_ready(self, log: Path) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            if self.server.poll() is not None:
-                raise RuntimeError("iotvideo serve exited: " + log.read_text(errors="replace")[-2000:])
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("iotvideo serve not ready")
-            time.sleep(0.1)
 
     def iot(self, action: str, **params: str) -> dict[str, Any]:
         """An Iot action as aliyun-python-sdk-core sends it (V1), answering ``Data``."""

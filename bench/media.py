@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from benchkit import free_port, say  # noqa: E402
+from benchkit import free_port, say, wait_healthy  # noqa: E402
 from iotvideo.media.rtmp import (  # noqa: E402
     Connected,
     MediaData,
@@ -274,19 +273,7 @@ def start_iotvideo(tmp: Path) -> Server:
     log = tmp / "iotvideo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"iotvideo exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            raise RuntimeError("iotvideo not ready")
-        time.sleep(0.1)
+    wait_healthy(proc, http, log)
     wait_port(rtmp, proc, log)
     signer = media_token_signer(Settings(data_dir=data))
     ttl = 3600

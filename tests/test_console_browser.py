@@ -47,6 +47,16 @@ def chromium_path() -> str | None:
     return None
 
 
+def chromium_or_skip() -> str:
+    """The chromium executable; without one the test fails under CI (setup.sh installs it), else skips."""
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium not found (scripts/setup.sh test installs Debian's chromium)")
+        pytest.skip("chromium not found (scripts/setup.sh test installs Debian's chromium)")
+    return exe
+
+
 @dataclass
 class World:
     server: ServerInfo
@@ -98,11 +108,7 @@ def off_loop(fn: Any, *args: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    exe = chromium_path()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium not found (scripts/setup.sh test installs Debian's chromium)")
-        pytest.skip("chromium not found (scripts/setup.sh test installs Debian's chromium)")
+    exe = chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)

@@ -505,13 +505,9 @@ HLS_JS = Path(__file__).resolve().parents[1] / "src/iotvideo/console/static/vend
 
 
 def test_chromium_hls_js_plays_g711_stream_with_audio(real_server: ServerInfo) -> None:
-    from test_console_browser import CHROMIUM_FLAGS, chromium_path
+    from test_console_browser import CHROMIUM_FLAGS, chromium_or_skip
 
-    exe = chromium_path()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium not found (scripts/setup.sh test installs Debian's chromium)")
-        pytest.skip("chromium not found")
+    exe = chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api")
     stream = G711Stream(real_server)
     publisher = ffmpeg_g711(stream.push_url(), 20)
