@@ -14,7 +14,8 @@ Rules kept here:
   reconnect storm after an outage) gets CONNACK 3 "server unavailable" at once, and the
   device retries with its back-off, instead of every CONNECT queueing on the store;
 * a second connection with the same identity replaces the first;
-* a connection silent for 1.5 × its keep-alive is closed (keep-alive 0: never);
+* a connection silent for 1.5 × its keep-alive is closed (keep-alive 0: never), by a timer
+  of its own (re-armed for what is left when it fires early: O(1) per period, no sweep);
 * any protocol error closes that connection only; a slow reader's QoS 0 messages are
   dropped once its write buffer is over ``max_write_buffer`` (counted), never queued
   without bound.
@@ -109,6 +110,10 @@ class BrokerLimits:
 class Session(asyncio.Protocol):
     """One device connection."""
 
+    __slots__ = ("broker", "reader", "transport", "identity", "peer", "keepalive", "last_rx", "connected_at",
+                 "client_id", "subscriptions", "_pending", "_authenticating", "_closed", "_finished", "_next_id",
+                 "_close_reason", "_replaced", "_connect_timer", "_keepalive_timer")
+
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.reader = PacketReader(broker.limits.max_packet_size, role="server")
@@ -123,10 +128,12 @@ class Session(asyncio.Protocol):
         self._pending: list[object] = []
         self._authenticating = False
         self._closed = False
+        self._finished = False
         self._next_id = 0
         self._close_reason = "connection lost"
         self._replaced = False
         self._connect_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -237,7 +244,10 @@ class Session(asyncio.Protocol):
             return
         if self._connect_timer is not None:
             self._connect_timer.cancel()
+            self._connect_timer = None
         self.identity = ident
+        if self.keepalive:
+            self._arm_keepalive(1.5 * self.keepalive)
         self.connected_at = time.time()
         self.broker._register(self)
         self._write(encode(ConnAck(False, CONNACK_ACCEPTED)))
@@ -282,6 +292,20 @@ class Session(asyncio.Protocol):
                 codes.append(SUBACK_FAILURE)
         self._write(encode(SubAck(p.packet_id, tuple(codes))))
 
+    # --- keep-alive: one timer per session, re-armed for what is left when it fires early ---
+    def _arm_keepalive(self, delay: float) -> None:
+        self._keepalive_timer = asyncio.get_running_loop().call_later(delay, self._check_keepalive)
+
+    def _check_keepalive(self) -> None:
+        self._keepalive_timer = None
+        if self._closed:
+            return
+        left = self.last_rx + 1.5 * self.keepalive - time.monotonic()
+        if left <= 0:
+            self.close("keep-alive timeout")
+        else:
+            self._arm_keepalive(left)
+
     # --- output ---
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self._closed:
@@ -313,10 +337,11 @@ class Session(asyncio.Protocol):
             self._finish(reason)
 
     def _finish(self, reason: str) -> None:
-        if self._connect_timer is not None:
-            self._connect_timer.cancel()
-            self._connect_timer = None
-        if getattr(self, "_finished", False):
+        for timer in (self._connect_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._connect_timer = self._keepalive_timer = None
+        if self._finished:
             return
         self._finished = True
         self._closed = True
@@ -333,7 +358,6 @@ class Broker:
         self.pending_auth = 0  # CONNECTs whose authentication is running
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sweeper: asyncio.Task[None] | None = None
 
     async def listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Starts accepting on host:port; returns the bound port (0 picks a free one)."""
@@ -341,8 +365,6 @@ class Broker:
         server = await loop.create_server(lambda: Session(self), host, port, ssl=ssl_context,
                                           backlog=4096, reuse_address=True)
         self._servers.append(server)
-        if self._sweeper is None:
-            self._sweeper = asyncio.ensure_future(self._sweep_keepalive())
         return int(server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -352,8 +374,6 @@ class Broker:
             session.close("server shutting down")
         for s in self._servers:
             await s.wait_closed()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         for t in list(self._tasks):
             t.cancel()
 
@@ -407,12 +427,3 @@ class Broker:
 
     def connected_keys(self) -> Iterable[str]:
         return self.sessions.keys()
-
-    async def _sweep_keepalive(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for s in list(self.sessions.values()):
-                if s.keepalive and now - s.last_rx > 1.5 * s.keepalive:
-                    s.close("keep-alive timeout")
-
