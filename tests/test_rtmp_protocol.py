@@ -48,6 +48,7 @@ from iotvideo.media.rtmp import (
     amf0,
     shared_video,
 )
+from iotvideo.media.rtmp.chunk import chunk_basic_header
 from iotvideo.media.rtmp.messages import (
     CommandMessage,
     DataMessage,
@@ -512,6 +513,119 @@ def test_chunk_reader_fuzz(data: bytes) -> None:
             assert reader.buffered <= 8192 + 18
     except ChunkError:
         pass
+
+
+class _GeneralReader(ChunkReader):
+    """The chunk reader without its fast path for whole multi-chunk messages: chunk by chunk only."""
+
+    __slots__ = ()
+
+    def _run(self, st: Any, view: memoryview, pos: int, n: int, out: list[Any]) -> int:
+        return pos
+
+
+class _CountingReader(ChunkReader):
+    __slots__ = ("fast",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast = 0
+
+    def _run(self, st: Any, view: memoryview, pos: int, n: int, out: list[Any]) -> int:
+        end = super()._run(st, view, pos, n, out)
+        self.fast += end != pos
+        return end
+
+
+def _interleaved_wire(rounds: list[Any], order: random.Random) -> bytes:
+    """Messages as chunks written by hand: each round's messages (one per chunk stream) interleaved
+    chunk by chunk in a random order, a Set Chunk Size before the round when it has one. Header
+    forms are as drawn (type 1–3 on a fresh chunk stream becomes type 0); extended timestamps
+    are repeated in continuation chunks unless the message says not to."""
+    wire = bytearray()
+    size = 128
+    lengths: dict[int, int] = {}
+    for new_size, messages in rounds:
+        if new_size is not None:
+            wire += chunked(2, struct.pack(">I", new_size), size, chunk(0, 2, 0, 4, 1))
+            size = new_size
+        pending = []
+        for csid, fmt, field, type_id, stream_id, body, repeat_ext in messages:
+            if csid not in lengths:
+                fmt = 0
+            if fmt >= 2:  # the length is the chunk stream's last
+                body = (body * (lengths[csid] // max(len(body), 1) + 1))[: lengths[csid]]
+            lengths[csid] = len(body)
+            ext = struct.pack(">I", field) if field >= 0xFFFFFF and fmt < 3 else b""
+            basic = chunk_basic_header(fmt, csid)
+            f24 = min(field, 0xFFFFFF).to_bytes(3, "big")
+            if fmt == 0:
+                head = basic + f24 + len(body).to_bytes(3, "big") + bytes([type_id]) + struct.pack("<I", stream_id)
+            elif fmt == 1:
+                head = basic + f24 + len(body).to_bytes(3, "big") + bytes([type_id])
+            else:
+                head = basic + (f24 if fmt == 2 else b"")
+            cont = chunk_basic_header(3, csid) + (ext if repeat_ext else b"")
+            pieces = [head + ext + body[:size]]
+            pieces += [cont + body[off : off + size] for off in range(size, len(body), size)]
+            pending.append(pieces)
+        while pending:
+            pieces = order.choice(pending)
+            wire += pieces.pop(0)
+            if not pieces:
+                pending.remove(pieces)
+    return bytes(wire)
+
+
+_round_messages = st.lists(
+    st.tuples(
+        st.sampled_from([3, 4, 6, 63, 64, 320]),
+        st.integers(0, 3),  # header form
+        st.one_of(st.integers(0, 5000), st.integers(0xFFFFF0, 0x1000100)),  # timestamp field
+        st.sampled_from([8, 9, 18]),
+        st.sampled_from([1, 0x01020304]),
+        st.binary(max_size=900),
+        st.booleans(),  # continuation chunks repeat an extended timestamp
+    ),
+    max_size=5,
+    unique_by=lambda m: m[0],  # one message per chunk stream in a round
+)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 700)), _round_messages), max_size=5),
+    st.integers(0, 2**32),
+    st.lists(st.integers(0, 12000), max_size=8),
+)
+def test_chunk_reader_fast_path_matches_chunk_by_chunk(rounds: list[Any], seed: int, cuts: list[int]) -> None:
+    """Whole multi-chunk messages read in one go give exactly the events (and errors) of the
+    general path, for random chunkings, interleaved chunk streams and extended timestamps."""
+    wire = _interleaved_wire(rounds, random.Random(seed))
+    fast, general = ChunkReader(), _GeneralReader()
+    prev = 0
+    for cut in sorted({min(c, len(wire)) for c in cuts}) + [len(wire)]:
+        piece = wire[prev:cut]
+        prev = cut
+        results = []
+        for reader in (fast, general):
+            try:
+                got: Any = [(m.type_id, m.stream_id, m.timestamp, bytes(m.payload)) for m in reader.feed(piece)]
+            except ChunkError as exc:
+                got = str(exc)
+            results.append((got, reader.buffered, reader.chunk_size))
+        assert results[0] == results[1]
+
+
+def test_chunk_reader_fast_path_takes_whole_messages() -> None:
+    body = bytes(range(256)) * 4
+    wire = chunked(4, body, 128, chunk(0, 4, 5, len(body), 9, 1)) + chunked(4, body, 128, chunk(2, 4, 40))
+    reader = _CountingReader()
+    assert [(m.timestamp, m.payload) for m in reader.feed(wire)] == [(5, body), (45, body)]
+    assert reader.fast == 2
+    interleaved = chunk(2, 4, 40) + body[:128] + chunk(0, 5, 0, 3, 8, 1) + b"abc" + chunked(4, body[128:], 128, b"\xc4")
+    assert [(m.timestamp, m.payload) for m in reader.feed(interleaved)] == [(0, b"abc"), (85, body)]
+    assert reader.fast == 3  # up to the interleaved chunk, then the rest in one go
 
 
 # --- messages -------------------------------------------------------------------------------------

@@ -23,9 +23,12 @@ VIDEO_CODECS = frozenset({Codec.H264, Codec.H265})
 AUDIO_CODECS = frozenset({Codec.AAC, Codec.PCMA, Codec.PCMU})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MediaFrame:
-    """One frame, or a codec configuration record when ``is_config``.
+    """One frame, or a codec configuration record when ``is_config``. Shared by every consumer:
+    treat it as immutable (``dataclasses.replace`` for a changed copy). It is not ``frozen``
+    only because a frozen dataclass costs three times as much to build, and one is built per
+    frame; equality and hashing are a frozen dataclass's.
 
     Video ``data`` is length-prefixed NAL units (4-byte big-endian lengths, AVCC/HVCC
     layout as in FLV/MP4); a config frame's data is the AVCDecoderConfigurationRecord or

@@ -6,7 +6,10 @@ is built once, and each connection adds only its own first chunk header.
 The reader keeps per-chunk-stream header state (formats 0–3, extended timestamps), applies Set
 Chunk Size and Abort itself, and never holds more than one partial chunk header (≤ 22 bytes)
 plus the bodies of messages in progress, whose declared sizes are bounded. Chunk payload is
-consumed as it arrives, so a large chunk size costs no extra buffering.
+consumed as it arrives, so a large chunk size costs no extra buffering. The usual case, a
+message whose type-3 continuation chunks follow one another in what was read, is taken in one
+go (headers checked at once, payloads joined); anything else goes chunk by chunk, with the same
+result.
 """
 
 from __future__ import annotations
@@ -37,15 +40,20 @@ _MAX_HEADER: Final = 3 + 11 + 4  # basic header + type-0 message header + extend
 _SET_CHUNK_SIZE: Final = 1
 _ABORT: Final = 2
 _U32: Final = struct.Struct(">I")
+_U32LE: Final = struct.Struct("<I")
+_U64: Final = struct.Struct(">Q")
 
 
 class ChunkError(ValueError):
     """Malformed chunk stream, or one over the configured limits."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RawMessage:
-    """One reassembled RTMP message: type id, message stream id, 32-bit timestamp (ms), body."""
+    """One reassembled RTMP message: type id, message stream id, 32-bit timestamp (ms), body.
+
+    Treat as immutable; not ``frozen`` only because a frozen dataclass costs three times as much
+    to build, and one is built per message."""
 
     type_id: int
     stream_id: int
@@ -56,9 +64,11 @@ class RawMessage:
 class _InStream:
     """Header state of one incoming chunk stream, and its message in progress."""
 
-    __slots__ = ("timestamp", "delta", "length", "type_id", "stream_id", "ext", "ext_value", "remaining", "body")
+    __slots__ = (
+        "timestamp", "delta", "length", "type_id", "stream_id", "ext", "ext_value", "remaining", "body", "basic3"
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, csid: int) -> None:
         self.timestamp = 0
         self.delta = 0  # the last type 0/1/2 timestamp field: what a new type-3 message adds
         self.length = 0
@@ -68,6 +78,7 @@ class _InStream:
         self.ext_value = 0
         self.remaining = 0  # bytes still expected for the message in progress (0: none)
         self.body: bytearray | None = None
+        self.basic3 = chunk_basic_header(3, csid)  # what starts a continuation chunk (in its shortest form)
 
 
 class ChunkReader:
@@ -120,8 +131,11 @@ class ChunkReader:
             raise self._error
         out: list[RawMessage] = []
         try:
-            with memoryview(data) as raw, raw.cast("B") as view:
-                self._feed(view, out)
+            if type(data) is bytes:  # whole messages are sliced from it: one copy, no views
+                self._feed(memoryview(data), out, data)
+            else:
+                with memoryview(data) as raw, raw.cast("B") as view:  # released: a bytearray stays resizable
+                    self._feed(view, out, None)
         except ChunkError as exc:
             self._error = exc
             self._streams.clear()
@@ -129,7 +143,7 @@ class ChunkReader:
             raise
         return out
 
-    def _feed(self, view: memoryview, out: list[RawMessage]) -> None:
+    def _feed(self, view: memoryview, out: list[RawMessage], src: bytes | None) -> None:
         n = len(view)
         pos = 0
         if self._head:
@@ -143,16 +157,22 @@ class ChunkReader:
             if size < old:  # a peeked extended timestamp was absent: held bytes are payload
                 rest = bytes(head[size:old])
                 head.clear()
-                self._feed(memoryview(rest), out)
-                self._feed(view, out)
+                self._feed(memoryview(rest), out, rest)
+                self._feed(view, out, src)
                 return
             pos = size - old
             head.clear()
         while True:
-            if self._chunk_left:
-                pos = self._payload(view, pos, n, out)
+            left = self._chunk_left
+            if left:
+                st = self._cur
+                assert st is not None
+                if st.remaining > left and not st.ext:  # more chunks of this message follow
+                    pos = self._run(st, view, pos, n, out)
                 if self._chunk_left:
-                    return
+                    pos = self._payload(view, pos, n, out, src)
+                    if self._chunk_left:
+                        return
             if pos >= n:
                 return
             size = self._header(view, pos, n, out)
@@ -161,16 +181,66 @@ class ChunkReader:
                 return
             pos += size
 
-    def _payload(self, view: memoryview, pos: int, n: int, out: list[RawMessage]) -> int:
+    def _run(self, st: _InStream, view: memoryview, pos: int, n: int, out: list[RawMessage]) -> int:
+        """Fast path: the rest of ``st``'s message when it goes on in consecutive type-3 continuation
+        chunks of the same chunk stream (the usual case): their headers are checked all at once and
+        their payloads joined with one copy.
+
+        ``pos`` is where the current chunk's ``_chunk_left`` payload bytes start. Takes every
+        continuation chunk in ``view`` up to the message's end or the first other header, and
+        returns the position after what it took (``pos``: nothing taken; the general path reads
+        chunk by chunk). The state it leaves is the general path's. Only without an extended
+        timestamp, whose repetition in continuation chunks is decided chunk by chunk."""
+        basic = st.basic3
+        hl = len(basic)
+        size = self.chunk_size
+        first = self._chunk_left
+        remaining = st.remaining
+        step = size + hl
+        start = pos + first  # the first continuation header
+        if start + hl > n:
+            return pos
+        count = min((remaining - first + size - 1) // size, (n - start - hl) // step + 1)  # headers in view
+        for j in range(hl):  # how many of them, in a row, start like a continuation of ours
+            heads = view[start + j : start + j + (count - 1) * step + 1 : step].tobytes()
+            count = len(heads) - len(heads.lstrip(basic[j : j + 1]))  # leading matches (one byte)
+            if not count:
+                return pos
+        last = start + (count - 1) * step + hl  # the last chunk's payload
+        last_end = last + min(size, remaining - first - (count - 1) * size)
+        end = min(n, last_end)
+        msg = view[pos:end]
+        parts = [msg[:first]]
+        parts += [msg[i : i + size] for i in range(first + hl, end - pos, step)]
+        data = b"".join(parts)
+        self._chunk_left = last_end - end
+        st.remaining = remaining - len(data)
+        body = st.body
+        if st.remaining:
+            if body is None:
+                st.body = bytearray(data)
+            else:
+                body += data
+        elif body is None:
+            self._complete(st, data, out)
+        else:
+            st.body = None
+            body += data
+            self._complete(st, bytes(body), out)
+        return end
+
+    def _payload(self, view: memoryview, pos: int, n: int, out: list[RawMessage], src: bytes | None) -> int:
         st = self._cur
         assert st is not None
-        take = min(self._chunk_left, n - pos)
+        take = self._chunk_left
+        if take > n - pos:
+            take = n - pos
         end = pos + take
         if st.body is None:
             if take == st.remaining:  # the whole message is here: one copy
                 self._chunk_left = 0
                 st.remaining = 0
-                self._complete(st, bytes(view[pos:end]), out)
+                self._complete(st, bytes(view[pos:end]) if src is None else src[pos:end], out)
                 return end
             st.body = bytearray(view[pos:end])
         else:
@@ -236,12 +306,15 @@ class ChunkReader:
             size = 11 if fmt == 0 else 7 if fmt == 1 else 3
             if i + size > end:
                 return None
-            field = (mv[i] << 16) | (mv[i + 1] << 8) | mv[i + 2]
-            if fmt < 2:
-                length = (mv[i + 3] << 16) | (mv[i + 4] << 8) | mv[i + 5]
-                type_id = mv[i + 6]
+            if fmt < 2:  # from the basic header's last byte: timestamp field, length, type id
+                word = _U64.unpack_from(mv, i - 1)[0]
+                field = (word >> 32) & 0xFFFFFF
+                length = (word >> 8) & 0xFFFFFF
+                type_id = word & 0xFF
                 if fmt == 0:
-                    stream_id = mv[i + 7] | (mv[i + 8] << 8) | (mv[i + 9] << 16) | (mv[i + 10] << 24)
+                    stream_id = _U32LE.unpack_from(mv, i + 7)[0]
+            else:
+                field = _U32.unpack_from(mv, i - 1)[0] & 0xFFFFFF
             i += size
             if field == 0xFFFFFF:
                 if i + 4 > end:
@@ -254,12 +327,13 @@ class ChunkReader:
                     raise ChunkError(f"type-2 chunk on chunk stream {csid} before any length")
                 if len(self._streams) >= self.max_chunk_streams:
                     raise ChunkError(f"more than {self.max_chunk_streams} chunk streams")
-                st = self._streams[csid] = _InStream()
+                st = self._streams[csid] = _InStream(csid)
         # The header is complete: apply it.
         self._cur = st
         if st.remaining:
             if fmt == 3:  # continuation of the message in progress
-                self._chunk_left = min(self.chunk_size, st.remaining)
+                left = st.remaining
+                self._chunk_left = left if left < self.chunk_size else self.chunk_size
                 return i - pos
             # A new header in the middle of a message: drop the partial message, as FFmpeg does.
             self._pending -= st.length
@@ -293,7 +367,7 @@ class ChunkReader:
             self._complete(st, b"", out)
         else:
             st.remaining = length
-            self._chunk_left = min(self.chunk_size, length)
+            self._chunk_left = length if length < self.chunk_size else self.chunk_size
         return i - pos
 
 

@@ -119,9 +119,12 @@ class Metadata:
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MediaData:
-    """One audio or video message: an FLV tag body (see ``iotvideo.media.flvtags``)."""
+    """One audio or video message: an FLV tag body (see ``iotvideo.media.flvtags``).
+
+    Treat as immutable; not ``frozen`` (like the other events) only because a frozen dataclass
+    costs three times as much to build, and one is built per frame."""
 
     stream_id: int
     kind: Literal["audio", "video"]
@@ -257,9 +260,10 @@ class _RtmpConnection:
             events.append(ConnectionClosed())
             return events
         try:
-            view = memoryview(data)
+            view: bytes | bytearray | memoryview = data  # as it came: the chunk reader slices whole messages from bytes
             hs = self._handshake
             if hs is not None:
+                view = memoryview(data)
                 used = hs.receive_data(view)
                 self._queue(hs.data_to_send())
                 if not hs.done:
