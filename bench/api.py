@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,7 +53,7 @@ HELLO = BENCH / "hello_app.py"
 DOCS = ROOT / "docs" / "benchmarks.md"
 DEFAULT_PG = os.environ.get("IOTVIDEO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_VERSION = "2018-01-20"
-from benchkit import cpu_and_memory, _utc_now, ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
+from benchkit import cpu_and_memory, _utc_now, ensure_py_spy, free_port, say, v1_request, version_of, wait_healthy  # noqa: E402
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 10.0
 NOISY_PCT = 25.0  # other processes' CPU during a run, in % of one core, above which a row is noisy
@@ -428,20 +427,11 @@ class Proc:
 
 
 def _wait_ready(p: Proc, path: str, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    while time.time() < deadline:
-        if p.proc.poll() is not None:
-            raise RuntimeError(f"server exited ({p.proc.returncode}): {p.log_path.read_text(errors='replace')[-3000:]}")
-        try:
-            with opener.open(f"http://127.0.0.1:{p.port}{path}", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    p.stop()
-    raise RuntimeError(f"server not ready in {timeout} s: {p.log_path.read_text(errors='replace')[-3000:]}")
+    try:
+        wait_healthy(p.proc, p.port, p.log_path, timeout, path)
+    except RuntimeError:
+        p.stop()
+        raise
 
 
 def server_env(log_level: str) -> dict[str, str]:

@@ -80,20 +80,22 @@ def cpu_and_memory() -> tuple[str, float | None]:
     return cpu, mem_gib
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], http_port: int, log: Path, timeout: float = 60.0) -> None:
-    """Until ``iotvideo serve`` answers ``/healthz`` 200; RuntimeError (with its log's tail) if it exits or times out."""
+def wait_healthy(proc: subprocess.Popen[bytes], http_port: int, log: Path, timeout: float = 60.0,
+                 path: str = "/healthz") -> None:
+    """Until the server answers ``path`` with 200 (no proxy); RuntimeError with its log's tail if it exits or times out."""
     import urllib.request
 
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"iotvideo serve exited: {log.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(f"server exited ({proc.returncode}): {log.read_text(errors='replace')[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=1) as r:
+            with opener.open(f"http://127.0.0.1:{http_port}{path}", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError("iotvideo serve not ready")
+            raise RuntimeError(f"server not ready in {timeout} s: {log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.1)

@@ -56,7 +56,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,7 @@ BENCH = ROOT / "bench"
 SIM = BENCH / "device_sim.py"
 DOCS = ROOT / "docs" / "benchmarks.md"
 API_VERSION = "2018-01-20"
-from benchkit import cpu_and_memory, ensure_py_spy, free_port, say, v1_request, version_of  # noqa: E402
+from benchkit import cpu_and_memory, ensure_py_spy, free_port, say, v1_request, version_of, wait_healthy  # noqa: E402
 GOAL_DEVICES = 10_000
 GOAL_P99_MS = 50.0
 MARK_BEGIN = "<!-- bench/devices.py:begin -->"
@@ -499,20 +498,11 @@ class Proc:
 
 
 def _wait_ready(p: Proc, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    while time.time() < deadline:
-        if p.proc.poll() is not None:
-            raise RuntimeError(f"server exited ({p.proc.returncode}): {p.log_path.read_text(errors='replace')[-3000:]}")
-        try:
-            with opener.open(f"http://127.0.0.1:{p.port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    p.stop()
-    raise RuntimeError(f"server not ready in {timeout} s: {p.log_path.read_text(errors='replace')[-3000:]}")
+    try:
+        wait_healthy(p.proc, p.port, p.log_path, timeout)
+    except RuntimeError:
+        p.stop()
+        raise
 
 
 def start_server(data_dir: Path, database_url: str | None, log_path: Path, traced_dir: Path | None = None) -> Proc:
