@@ -282,17 +282,14 @@ class Subscription:
 
     def _offer(self, frame: MediaFrame, sync: bool) -> None:
         """Called by the hub for each frame published; never blocks."""
-        direct = self._direct
+        direct = self._direct is not None
         if (
-            direct is not None and not self._q and not self._waiting and not frame.is_config
+            direct and not self._q and not self._waiting and not frame.is_config
             and len(frame.data) <= self.max_queue_bytes  # with nothing queued, the only bound that can apply
         ):
-            try:
-                if direct(frame):
-                    return
-            except Exception:
-                log.exception("stream %s: direct delivery failed; queueing instead", self.hub.path)
-                self._direct = None
+            if self._take(frame):
+                return
+            direct = False  # refused (socket full): this frame is queued
         if self._waiting:
             if not sync:
                 if self._lagging and not frame.is_config:
@@ -307,20 +304,24 @@ class Subscription:
             self._resume()
         elif frame.is_config:
             self._sent[frame.is_video] = frame
-        if self._direct is not None and not self._q:
-            try:
-                taken = self._direct(frame)
-            except Exception:
-                log.exception("stream %s: direct delivery failed; queueing instead", self.hub.path)
-                self._direct = None
-                taken = False
-            if taken:
-                if frame.is_config:
-                    self._taken[frame.is_video] = frame
-                return
+        if direct and not self._q and self._take(frame):
+            if frame.is_config:
+                self._taken[frame.is_video] = frame
+            return
         self._q.append(frame)
         self._bytes += len(frame.data)
         self._wake()
+
+    def _take(self, frame: MediaFrame) -> bool:
+        """Direct delivery of one frame; False when the consumer cannot take it now (or failed:
+        direct delivery then stops for good)."""
+        assert self._direct is not None
+        try:
+            return self._direct(frame)
+        except Exception:
+            log.exception("stream %s: direct delivery failed; queueing instead", self.hub.path)
+            self._direct = None
+            return False
 
     def _over_bound(self, frame: MediaFrame) -> bool:
         if self._bytes + len(frame.data) > self.max_queue_bytes + self._burst:
@@ -378,9 +379,7 @@ class FrameMemo(Generic[T]):
         if entry is not None and entry[0] is frame:
             return entry[1]
         value = self._build(frame)
-        entries[id(frame)] = (frame, value)
-        if len(entries) > self._size:
-            del entries[next(iter(entries))]
+        self.put(frame, value)
         return value
 
     def put(self, frame: MediaFrame, value: T) -> None:
