@@ -74,3 +74,31 @@ def test_connects_beyond_the_pending_limit_get_server_unavailable() -> None:
             await broker.close()
 
     asyncio.run(asyncio.wait_for(go(), 20))
+
+
+def test_close_ends_connections_still_authenticating() -> None:
+    """Shutting down while a CONNECT is being authenticated closes that connection too
+    (it is not yet a device's session) and returns; the gate opening later changes nothing."""
+
+    async def go() -> None:
+        hooks = GatedHooks()
+        broker = Broker(hooks, BrokerLimits())  # type: ignore[arg-type]
+        port = await broker.listen("127.0.0.1", 0)
+        hooks.gate.set()
+        ready, ready_ack = await _connack(port, "dev1")
+        assert await asyncio.wait_for(ready_ack, 5) == CONNACK_ACCEPTED
+        hooks.gate.clear()
+        waiting, ack = await _connack(port, "dev2")
+        while hooks.started < 2:
+            await asyncio.sleep(0.01)
+        assert broker.pending_auth == 1
+        await asyncio.wait_for(broker.close(), 10)
+        await asyncio.wait_for(waiting.eof.wait(), 5)
+        await asyncio.wait_for(ready.eof.wait(), 5)
+        assert not broker.open_sessions and not broker.sessions
+        hooks.gate.set()
+        await asyncio.sleep(0.05)
+        assert not broker.is_connected("dev2")
+        ack.cancel()
+
+    asyncio.run(asyncio.wait_for(go(), 20))

@@ -140,8 +140,12 @@ class Session(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  (uvloop's is no asyncio.Transport subclass)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        if self.broker.closing:
+            transport.abort()
+            return
         transport.set_write_buffer_limits(high=self.broker.limits.max_write_buffer)
         self.broker.stats.connections += 1
+        self.broker.open_sessions.add(self)
         self._connect_timer = asyncio.get_running_loop().call_later(
             self.broker.limits.connect_timeout, self._connect_timeout)
 
@@ -345,6 +349,7 @@ class Session(asyncio.Protocol):
             return
         self._finished = True
         self._closed = True
+        self.broker.open_sessions.discard(self)
         self.broker._unregister(self, reason, self._replaced)
 
 
@@ -352,7 +357,9 @@ class Broker:
     def __init__(self, hooks: BrokerHooks, limits: BrokerLimits | None = None) -> None:
         self.hooks = hooks
         self.limits = limits or BrokerLimits()
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, Session] = {}  # authenticated, by device
+        self.open_sessions: set[Session] = set()  # every open connection, authenticating ones included
+        self.closing = False
         self.trie: TopicTrie[Session] = TopicTrie()
         self.stats = BrokerStats()
         self.pending_auth = 0  # CONNECTs whose authentication is running
@@ -367,15 +374,23 @@ class Broker:
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stops accepting and closes every connection, those still authenticating too; a peer
+        that has not let its connection close within ``timeout`` seconds is cut off."""
+        self.closing = True
         for s in self._servers:
             s.close()
-        for session in list(self.sessions.values()):
-            session.close("server shutting down")
-        for s in self._servers:
-            await s.wait_closed()
         for t in list(self._tasks):
             t.cancel()
+        for session in list(self.open_sessions):
+            session.close("server shutting down")
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in self._servers)), timeout)
+        except TimeoutError:
+            for session in list(self.open_sessions):
+                if session.transport is not None:
+                    session.transport.abort()
+            await asyncio.gather(*(s.wait_closed() for s in self._servers))
 
     # --- sessions ---
     def _register(self, session: Session) -> None:
