@@ -8,7 +8,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=${1:-}
 stamp=".venv/.installed${extras:+-$extras}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# (again when pyproject.toml, setup.py or the C accelerator's sources changed since)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ -n "$(find src -name '*.[ch]' -newer "$stamp" -print -quit)" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   if [ -n "$extras" ]; then
     .venv/bin/python -m pip install -q -e ".[$extras]"

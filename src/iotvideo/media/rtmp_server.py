@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from . import flvtags
+from . import accel, flvtags
 from .auth import MediaAuthError, MediaAuthorizer, PlayGrant, play_grant
 from .frames import Codec, MediaFrame
 from .hub import (
@@ -315,9 +315,9 @@ class _RtmpPeer(asyncio.Protocol):
         video = ev.kind == "video"
         try:
             if video:
-                frame, as_built = flvtags.parse_video_tag(ev.payload, ev.timestamp)
+                frame, as_built = accel.parse_video_tag(ev.payload, ev.timestamp)
             else:
-                frame, as_built = flvtags.parse_audio_tag(ev.payload, ev.timestamp)
+                frame, as_built = accel.parse_audio_tag(ev.payload, ev.timestamp)
         except flvtags.UnsupportedCodec as e:
             self.close(f"unsupported codec: {e}")
             return

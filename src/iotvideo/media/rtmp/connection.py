@@ -15,7 +15,8 @@ from typing import Any, Final, Literal
 
 from . import amf0
 from .amf0 import UNDEFINED, AmfError, EcmaArray
-from .chunk import DEFAULT_MAX_MESSAGE_SIZE, ChunkError, ChunkReader, ChunkWriter, RawMessage, SharedMessage
+from .. import accel
+from .chunk import DEFAULT_MAX_MESSAGE_SIZE, ChunkError, RawMessage, SharedMessage
 from .handshake import ClientHandshake, HandshakeError, ServerHandshake
 from .messages import (
     Acknowledgement,
@@ -200,12 +201,12 @@ class RtmpUsageError(RuntimeError):
 
 def shared_video(payload: bytes) -> SharedMessage:
     """A video message (an FLV video tag body) to send to many connections with ``send_shared``."""
-    return SharedMessage(CSID_VIDEO, _VIDEO, payload)
+    return accel.SharedMessage(CSID_VIDEO, _VIDEO, payload)
 
 
 def shared_audio(payload: bytes) -> SharedMessage:
     """An audio message (an FLV audio tag body) to send to many connections with ``send_shared``."""
-    return SharedMessage(CSID_AUDIO, _AUDIO, payload)
+    return accel.SharedMessage(CSID_AUDIO, _AUDIO, payload)
 
 
 def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
@@ -236,8 +237,8 @@ class _RtmpConnection:
         if not 1 <= chunk_size <= 0xFFFFFF:
             raise ValueError(f"chunk_size {chunk_size} out of range 1..16777215")
         self._handshake: ServerHandshake | ClientHandshake | None = handshake
-        self._reader = ChunkReader(max_message_size=max_message_size)
-        self._writer = ChunkWriter()
+        self._reader = accel.ChunkReader(max_message_size=max_message_size)
+        self._writer = accel.ChunkWriter()
         self._out: list[bytes] = []
         self._out_size = 0
         self._chunk_size = chunk_size

@@ -1,0 +1,52 @@
+"""Which implementation of the media hot path runs: the C accelerator's or the pure-Python twin.
+
+``iotvideo.media._native`` (built from ``media/native/*.c`` when the package is installed; optional)
+holds C types that behave exactly like their Python twins here; tests run both and compare them.
+``IOTVIDEO_NATIVE=0`` in the environment forces the Python path (set before the first import).
+Import the classes from this module, never from ``_native`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+from . import flvtags
+from .rtmp import chunk
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("IOTVIDEO_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    return _native
+
+
+native: ModuleType | None = _load()
+"""The C module when it is built and not switched off, else None."""
+
+
+def _pick(name: str, python: Any) -> Any:
+    return getattr(native, name, python) if native is not None else python
+
+
+# RTMP ingest (media/native/ingest.c)
+ChunkReader: type[chunk.ChunkReader] = _pick("ChunkReader", chunk.ChunkReader)
+parse_video_tag = _pick("parse_video_tag", flvtags.parse_video_tag)
+parse_audio_tag = _pick("parse_audio_tag", flvtags.parse_audio_tag)
+
+# RTMP fan-out (media/native/fanout.c)
+ChunkWriter: type[chunk.ChunkWriter] = _pick("ChunkWriter", chunk.ChunkWriter)
+SharedMessage: type[chunk.SharedMessage] = _pick("SharedMessage", chunk.SharedMessage)
+
+
+def describe() -> str:
+    """One line for logs and benchmarks: which parts run in C."""
+    if native is None:
+        return "pure Python (C accelerator " + ("switched off)" if os.environ.get("IOTVIDEO_NATIVE") else "not built)")
+    parts = [n for n in ("ChunkReader", "parse_video_tag", "ChunkWriter", "SharedMessage", "Fanout") if hasattr(native, n)]
+    return "C accelerator: " + (", ".join(parts) if parts else "nothing yet")
