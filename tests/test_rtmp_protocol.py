@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iotvideo.media import flvtags
+from iotvideo.media import accel, flvtags
 from iotvideo.media.frames import Codec
 from iotvideo.media.rtmp import (
     UNDEFINED,
@@ -389,11 +389,18 @@ def test_shared_messages_are_byte_for_byte_what_the_chunk_writer_writes(
         assert writers[i].write_shared(shared[m], stream_id, ts) == expect
 
 
-def test_shared_message_with_extended_timestamps_reads_back() -> None:
+_WRITERS = [pytest.param((ChunkWriter, lambda body: SharedMessage(6, 9, body)), id="python")]
+if accel.RtmpOut is not None:
+    _WRITERS.append(pytest.param((accel.ChunkWriter, lambda body: accel.SharedMessage(6, 9, body)), id="c"))
+
+
+@pytest.mark.parametrize("impl", _WRITERS)
+def test_shared_message_with_extended_timestamps_reads_back(impl: Any) -> None:
     """Past 0xFFFFFF every chunk repeats the 4-byte timestamp: two players far apart in time."""
+    writer_cls, shared_video = impl
     body = bytes(range(256)) * 40
     msg = shared_video(body)
-    early, late = ChunkWriter(4096), ChunkWriter(4096)
+    early, late = writer_cls(4096), writer_cls(4096)
     wire_early = early.write_shared(msg, 1, 1000)
     wire_late = late.write_shared(msg, 1, 0x1234567)
     assert wire_late.count(struct.pack(">I", 0x1234567)) == 3  # first header + two continuation chunks

@@ -12,7 +12,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from . import flvtags
+from . import flvtags, timeline
 from .rtmp import chunk
 
 
@@ -39,14 +39,20 @@ ChunkReader: type[chunk.ChunkReader] = _pick("ChunkReader", chunk.ChunkReader)
 parse_video_tag = _pick("parse_video_tag", flvtags.parse_video_tag)
 parse_audio_tag = _pick("parse_audio_tag", flvtags.parse_audio_tag)
 
-# RTMP fan-out (media/native/fanout.c)
-ChunkWriter: type[chunk.ChunkWriter] = _pick("ChunkWriter", chunk.ChunkWriter)
-SharedMessage: type[chunk.SharedMessage] = _pick("SharedMessage", chunk.SharedMessage)
+# RTMP fan-out (media/native/fanout.c). The writer and the message go together (the C writer
+# takes C messages only); RtmpOut and Fanout have no Python twin: None means "use the Python path".
+_fan = native is not None and all(hasattr(native, n) for n in ("ChunkWriter", "SharedMessage", "RtmpOut", "Fanout"))
+ChunkWriter: type[chunk.ChunkWriter] = native.ChunkWriter if _fan else chunk.ChunkWriter  # type: ignore[union-attr]
+SharedMessage: type[chunk.SharedMessage] = native.SharedMessage if _fan else chunk.SharedMessage  # type: ignore[union-attr]
+Timeline: type[timeline.Timeline] = _pick("Timeline", timeline.Timeline)
+RtmpOut: Any = native.RtmpOut if _fan else None  # type: ignore[union-attr]
+Fanout: Any = native.Fanout if _fan else None  # type: ignore[union-attr]
 
 
 def describe() -> str:
     """One line for logs and benchmarks: which parts run in C."""
     if native is None:
         return "pure Python (C accelerator " + ("switched off)" if os.environ.get("IOTVIDEO_NATIVE") else "not built)")
-    parts = [n for n in ("ChunkReader", "parse_video_tag", "ChunkWriter", "SharedMessage", "Fanout") if hasattr(native, n)]
+    parts = [n for n in ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage",
+                         "Timeline", "RtmpOut", "Fanout") if hasattr(native, n)]
     return "C accelerator: " + (", ".join(parts) if parts else "nothing yet")

@@ -20,8 +20,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from . import accel
 from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
 from .frames import Codec, MediaFrame
 from .hls import HlsConfig, HlsPackager
@@ -148,7 +149,7 @@ class Subscription:
 
     __slots__ = (
         "hub", "max_queue_bytes", "max_queue_ms", "dropped_frames", "lag_count",
-        "_q", "_bytes", "_burst", "_waiting", "_lagging", "_ended", "_waiter", "_sent", "_taken", "_direct",
+        "_q", "_bytes", "_burst", "_waiting", "_lagging", "_ended", "_waiter", "_sent", "_taken", "_direct", "_fast",
     )
 
     def __init__(self, hub: StreamHub, max_queue_bytes: int, max_queue_ms: int | None) -> None:
@@ -168,6 +169,7 @@ class Subscription:
         self._sent: dict[bool, MediaFrame] = {}
         self._taken: dict[bool, MediaFrame] = {}
         self._direct: Callable[[MediaFrame], bool] | None = None
+        self._fast: object | None = None  # ``_direct`` when it is a C ``accel.RtmpOut``: the hub's Fanout can feed it
 
     # --- consumer side --------------------------------------------------------------
 
@@ -218,8 +220,14 @@ class Subscription:
         frame now (its socket is full): the frame is queued, bounds apply, and the consumer
         drains the queue as usual (``batch``); delivery is direct again once it is empty.
         ``take`` runs inside the publisher's ``publish``: it must be quick and must not raise
-        (if it does, direct delivery stops). ``None`` stops it."""
+        (if it does, direct delivery stops). ``None`` stops it.
+
+        A C ``accel.RtmpOut`` as ``take`` lets the hub feed this subscription from its ``Fanout``
+        (one C call per frame for all such players) while it keeps up."""
         self._direct = take
+        self._fast = take if accel.RtmpOut is not None and isinstance(take, accel.RtmpOut) else None
+        if self._fast is None:
+            self.hub._fan_leave(self)
 
     def close(self) -> None:
         """Leave the stream (a player disconnected). Iteration stops."""
@@ -280,14 +288,17 @@ class Subscription:
         self._waiting = False
         self._wake()
 
-    def _offer(self, frame: MediaFrame, sync: bool) -> None:
-        """Called by the hub for each frame published; never blocks."""
-        direct = self._direct is not None
+    def _offer(self, frame: MediaFrame, sync: bool, direct_ok: bool = True) -> None:
+        """Called by the hub for each frame published; never blocks. ``direct_ok`` False: direct
+        delivery already refused this frame (the hub's Fanout tried it)."""
+        direct = direct_ok and self._direct is not None
         if (
             direct and not self._q and not self._waiting and not frame.is_config
             and len(frame.data) <= self.max_queue_bytes  # with nothing queued, the only bound that can apply
         ):
             if self._take(frame):
+                if self._fast is not None:
+                    self.hub._fan_join(self)
                 return
             direct = False  # refused (socket full): this frame is queued
         if self._waiting:
@@ -307,6 +318,8 @@ class Subscription:
         if direct and not self._q and self._take(frame):
             if frame.is_config:
                 self._taken[frame.is_video] = frame
+            if self._fast is not None:
+                self.hub._fan_join(self)
             return
         self._q.append(frame)
         self._bytes += len(frame.data)
@@ -320,7 +333,8 @@ class Subscription:
             return self._direct(frame)
         except Exception:
             log.exception("stream %s: direct delivery failed; queueing instead", self.hub.path)
-            self._direct = None
+            self._direct = self._fast = None
+            self.hub._fan_leave(self)
             return False
 
     def _over_bound(self, frame: MediaFrame) -> bool:
@@ -461,6 +475,10 @@ class StreamHub:
         self._publisher: Publisher | None = None
         self._subs: dict[Subscription, None] = {}
         self._subs_t: tuple[Subscription, ...] = ()
+        # subscriptions fed directly by C (``accel.Fanout``, when built), and the others
+        self._fan = accel.Fanout() if accel.Fanout is not None else None
+        self._fan_version = -1  # the Fanout's version ``_slow_t`` was computed at (-1: recompute)
+        self._slow_t: tuple[Subscription, ...] = ()
         self._sinks_t: tuple[_Sink, ...] = ()
         self._video_cfg: MediaFrame | None = None
         self._audio_cfg: MediaFrame | None = None
@@ -508,6 +526,7 @@ class StreamHub:
             if not (self.config.replace_publisher if replace is None else replace):
                 raise PublisherConflict(self.path)
             old._evict()
+            self._fan_clear()
             for sub in self._subs_t:  # the new source starts on its own key frame
                 if not sub._ended:
                     sub._waiting = True
@@ -570,8 +589,37 @@ class StreamHub:
                 sink.errors += 1
                 if sink.errors == 1:
                     log.exception("stream %s: a sink failed (further failures are only counted)", self.path)
+        fan = self._fan
+        if fan and not frame.is_config:  # members first, in one C call; those that refuse queue it
+            slow = self._slow_subs(fan)
+            refused = fan.send(frame)
+            if refused is not None:
+                for sub in refused:
+                    sub._offer(frame, sync, False)
+            for sub in slow:
+                sub._offer(frame, sync)
+            return
         for sub in self._subs_t:
             sub._offer(frame, sync)
+
+    def _slow_subs(self, fan: Any) -> tuple[Subscription, ...]:
+        """The subscriptions not in ``fan`` (recomputed when its membership changed)."""
+        if fan.version != self._fan_version:
+            self._slow_t = tuple(s for s in self._subs_t if s not in fan)
+            self._fan_version = fan.version
+        return self._slow_t
+
+    def _fan_join(self, sub: Subscription) -> None:
+        if self._fan is not None and not sub._ended and sub in self._subs:
+            self._fan.add(sub, sub._fast, sub.max_queue_bytes)
+
+    def _fan_leave(self, sub: Subscription) -> None:
+        if self._fan is not None:
+            self._fan.discard(sub)
+
+    def _fan_clear(self) -> None:
+        if self._fan is not None:
+            self._fan.clear()
 
     def _describe(self, frame: MediaFrame) -> None:
         """Codec, picture size and audio format from a configuration record, for ``stats``."""
@@ -601,8 +649,10 @@ class StreamHub:
             if sink.on_end is not None:
                 _call(sink.on_end)
         subs = self._subs_t
+        self._fan_clear()
         self._subs.clear()
         self._subs_t = ()
+        self._fan_version = -1
         for sub in subs:
             sub._end()
         if subs:
@@ -702,6 +752,7 @@ class StreamHub:
             sub._prime(start)
         self._subs[sub] = None
         self._subs_t = tuple(self._subs)
+        self._fan_version = -1
         self.idle_since = None
         return sub
 
@@ -710,6 +761,8 @@ class StreamHub:
             return
         del self._subs[sub]
         self._subs_t = tuple(self._subs)
+        self._fan_leave(sub)
+        self._fan_version = -1
         if not self._subs:
             now = self.idle_since = self._clock()
             if left and self.on_last_player_left is not None:

@@ -61,8 +61,6 @@ __all__ = ["RtmpConnectionStats", "RtmpLimits", "RtmpServer"]
 
 log = logging.getLogger("iotvideo.media.rtmp")
 
-_JUMP_BACK_MS: Final = 5_000  # a player's timeline is rebased when the source jumps this far back
-_JUMP_AHEAD_MS: Final = 10_000  # or this far ahead
 _FLV_VIDEO_IDS: Final = {Codec.H264: 7, Codec.H265: 12}
 _FLV_AUDIO_IDS: Final = {Codec.AAC: 10, Codec.PCMA: 7, Codec.PCMU: 8}
 
@@ -97,33 +95,6 @@ class RtmpConnectionStats:
     bad_tags: int = 0  # published tags dropped as malformed
     dropped_out: int = 0  # frames skipped for a player that fell behind
     closed_reason: str = ""
-
-
-class _Timeline:
-    """A player's timestamps: the first media frame at 0, never jumping (codec headers take the last time)."""
-
-    __slots__ = ("base", "last")
-
-    def __init__(self) -> None:
-        self.base: int | None = None
-        self.last = 0
-
-    def at(self, frame: MediaFrame) -> int:
-        if frame.is_config:
-            return self.last
-        base = self.base
-        if base is None:
-            base = self.base = frame.dts
-        t = frame.dts - base
-        last = self.last
-        if t >= last:
-            if t <= last + _JUMP_AHEAD_MS:
-                self.last = t
-                return t
-        elif t >= last - _JUMP_BACK_MS:
-            return t if t > 0 else 0
-        self.base = frame.dts - last  # a jump in the source's clock: continue from the last time
-        return last
 
 
 def _message(frame: MediaFrame) -> SharedMessage | None:
@@ -170,6 +141,7 @@ class _RtmpPeer(asyncio.Protocol):
         self._busy: asyncio.Task[None] | None = None  # an authorization in flight: later events wait
         self._publishers: dict[int, Publisher] = {}
         self._players: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
+        self._outs: dict[int, Any] = {}  # C direct outputs (``accel.RtmpOut``) of the players, by stream id
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused = False  # the socket's write buffer is above the high mark
@@ -208,10 +180,14 @@ class _RtmpPeer(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._paused = True
         self._writable.clear()
+        for out in self._outs.values():
+            out.paused = True
 
     def resume_writing(self) -> None:
         self._paused = False
         self._writable.set()
+        for out in self._outs.values():
+            out.paused = False
 
     # --- event handling ----------------------------------------------------------------
 
@@ -368,9 +344,11 @@ class _RtmpPeer(asyncio.Protocol):
         Frames go straight from the publisher to the socket while the player keeps up; this
         task drains what queued meanwhile (a full socket, a burst at start) and ends the play."""
         conn = self.conn
-        timeline = _Timeline()
+        timeline = accel.Timeline()
         message = self.server.messages
         stats = self.stats
+        assert self.transport is not None
+        out = conn.direct_output(sid, self.transport.write, timeline, message)  # C, when built
 
         def send(f: MediaFrame) -> None:
             msg = message(f)
@@ -387,7 +365,10 @@ class _RtmpPeer(asyncio.Protocol):
                 stats.frames_out += 1
             return True
 
-        sub.deliver_to(take)
+        if out is not None:
+            out.paused, out.closing = self._paused, self.closing
+            self._outs[sid] = out
+        sub.deliver_to(take if out is None else out)
         try:
             while True:
                 frames = await sub.batch()
@@ -405,6 +386,12 @@ class _RtmpPeer(asyncio.Protocol):
             pass
         finally:
             sub.deliver_to(None)
+            if out is not None:
+                out.closing = True
+                if self._outs.get(sid) is out:
+                    del self._outs[sid]
+                stats.frames_out += out.frames_out
+                stats.bytes_out += out.bytes_out
             self.stats.dropped_out += sub.dropped_frames
             sub.close()
             entry = self._players.get(sid)
@@ -456,6 +443,8 @@ class _RtmpPeer(asyncio.Protocol):
         if not self.stats.closed_reason:
             self.stats.closed_reason = reason
         self.closing = True
+        for out in self._outs.values():
+            out.closing = True
         self._events.clear()
         for sid in list(self._publishers) + list(self._players):
             self._stop_stream(sid)
@@ -466,6 +455,8 @@ class _RtmpPeer(asyncio.Protocol):
     def snapshot(self) -> RtmpConnectionStats:
         stats = dataclasses.replace(self.stats)
         stats.dropped_out += sum(sub.dropped_frames for sub, _ in self._players.values())
+        stats.frames_out += sum(out.frames_out for out in self._outs.values())
+        stats.bytes_out += sum(out.bytes_out for out in self._outs.values())
         return stats
 
 

@@ -1,4 +1,925 @@
-/* Fan-out of a stream's frames to its RTMP players in C (twins of rtmp/chunk.py ChunkWriter, SharedMessage). */
+/* Fan-out of a stream's frames to its RTMP players in C.
+ *
+ * Twins (same behaviour, same bytes) of rtmp/chunk.py ``ChunkWriter`` and ``SharedMessage`` and of
+ * timeline.py ``Timeline``, plus two types with no Python twin that replace the per-player
+ * Python work of a frame:
+ *   RtmpOut  one player's direct delivery (what rtmp_server.py's ``take`` closure does in Python);
+ *   Fanout   a hub's set of players fed directly: one call per frame writes it to all of them.
+ * Everything runs on the event loop's thread with the GIL held. */
 #include "native.h"
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
 
-int native_init_fanout(PyObject *module) { return 0; }
+#define MAX_WHOLE 4        /* SharedMessage.MAX_HEADERS */
+#define EXT_TS 0xFFFFFFu   /* a timestamp field at or above this goes in the extended field */
+#define JUMP_BACK_MS 5000  /* timeline.JUMP_BACK_MS */
+#define JUMP_AHEAD_MS 10000
+
+/* --- chunk headers ------------------------------------------------------------------------- */
+
+/* The 1-3 byte basic header; -1 (ValueError set) for a chunk stream id out of 2..65599. */
+static int basic_header(uint8_t *out, int fmt, long csid) {
+    if (csid >= 2 && csid <= 63) {
+        out[0] = (uint8_t)((fmt << 6) | csid);
+        return 1;
+    }
+    if (csid >= 64 && csid <= 319) {
+        out[0] = (uint8_t)(fmt << 6);
+        out[1] = (uint8_t)(csid - 64);
+        return 2;
+    }
+    if (csid >= 320 && csid <= 65599) {
+        out[0] = (uint8_t)((fmt << 6) | 1);
+        out[1] = (uint8_t)((csid - 64) & 0xFF);
+        out[2] = (uint8_t)((csid - 64) >> 8);
+        return 3;
+    }
+    PyErr_Format(PyExc_ValueError, "chunk stream id %ld out of range 2..65599", csid);
+    return -1;
+}
+
+static void put_be24(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 16);
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+typedef struct {
+    long csid;
+    int64_t stream_id; /* -1: none yet */
+    int64_t length;
+    int64_t type_id;
+    uint32_t timestamp;
+    int64_t delta; /* -1 after a type-0 header */
+    uint8_t basic3[3];
+    int basic3_len;
+} OutStream;
+
+/* --- SharedMessage ------------------------------------------------------------------------- */
+
+typedef struct {
+    int fmt;
+    uint32_t field;
+    int64_t stream_id;
+    long size;
+    PyObject *whole; /* bytes */
+} WholeEntry;
+
+typedef struct {
+    PyObject_HEAD
+    long csid;
+    long type_id;
+    PyObject *type_obj; /* what was given (an IntEnum member, say), returned by .type_id */
+    PyObject *payload;  /* bytes */
+    Py_ssize_t length;
+    PyObject *tail;     /* everything after the first chunk header, cut with tail_size; or NULL */
+    long tail_size;
+    int n_whole;
+    WholeEntry whole[MAX_WHOLE];
+} SharedMessageObject;
+
+static PyTypeObject SharedMessageType;
+
+static int SharedMessage_init(SharedMessageObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"csid", "type_id", "payload", NULL};
+    long csid;
+    PyObject *type_obj, *payload;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "lOO:SharedMessage", kwlist, &csid, &type_obj, &payload))
+        return -1;
+    long type_id = PyLong_AsLong(type_obj);
+    if (type_id == -1 && PyErr_Occurred()) return -1;
+    PyObject *data;
+    if (PyBytes_CheckExact(payload)) {
+        data = Py_NewRef(payload);
+    } else {
+        data = PyBytes_FromObject(payload);
+        if (data == NULL) return -1;
+    }
+    if (PyBytes_GET_SIZE(data) > 0xFFFFFF) {
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes exceeds the 24-bit length field", PyBytes_GET_SIZE(data));
+        Py_DECREF(data);
+        return -1;
+    }
+    Py_XSETREF(self->payload, data);
+    Py_XSETREF(self->type_obj, Py_NewRef(type_obj));
+    self->csid = csid;
+    self->type_id = type_id;
+    self->length = PyBytes_GET_SIZE(data);
+    Py_CLEAR(self->tail);
+    self->tail_size = 0;
+    for (int i = 0; i < self->n_whole; i++) Py_CLEAR(self->whole[i].whole);
+    self->n_whole = 0;
+    return 0;
+}
+
+static void SharedMessage_dealloc(SharedMessageObject *self) {
+    Py_XDECREF(self->payload);
+    Py_XDECREF(self->type_obj);
+    Py_XDECREF(self->tail);
+    for (int i = 0; i < self->n_whole; i++) Py_XDECREF(self->whole[i].whole);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *SharedMessage_get_type_id(SharedMessageObject *self, void *closure) {
+    return Py_NewRef(self->type_obj);
+}
+
+static PyMemberDef SharedMessage_members[] = {
+    {"csid", T_LONG, offsetof(SharedMessageObject, csid), READONLY, NULL},
+    {"payload", T_OBJECT, offsetof(SharedMessageObject, payload), READONLY, NULL},
+    {"length", T_PYSSIZET, offsetof(SharedMessageObject, length), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef SharedMessage_getset[] = {
+    {"type_id", (getter)SharedMessage_get_type_id, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject SharedMessageType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.SharedMessage",
+    .tp_doc = PyDoc_STR("One audio or video message sent to many connections (twin of rtmp/chunk.py SharedMessage)."),
+    .tp_basicsize = sizeof(SharedMessageObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SharedMessage_init,
+    .tp_dealloc = (destructor)SharedMessage_dealloc,
+    .tp_members = SharedMessage_members,
+    .tp_getset = SharedMessage_getset,
+};
+
+/* --- ChunkWriter --------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    long chunk_size;
+    int n_streams;
+    int cap_streams;
+    OutStream *streams;
+} ChunkWriterObject;
+
+static PyTypeObject ChunkWriterType;
+
+static int ChunkWriter_init(ChunkWriterObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"chunk_size", NULL};
+    long chunk_size = 128;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|l:ChunkWriter", kwlist, &chunk_size)) return -1;
+    self->chunk_size = chunk_size;
+    self->n_streams = 0;
+    return 0;
+}
+
+static void ChunkWriter_dealloc(ChunkWriterObject *self) {
+    PyMem_Free(self->streams);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static OutStream *writer_stream(ChunkWriterObject *self, long csid) {
+    for (int i = 0; i < self->n_streams; i++)
+        if (self->streams[i].csid == csid) return &self->streams[i];
+    uint8_t basic3[3];
+    int n = basic_header(basic3, 3, csid);
+    if (n < 0) return NULL;
+    if (self->n_streams == self->cap_streams) {
+        int cap = self->cap_streams ? self->cap_streams * 2 : 8;
+        OutStream *grown = PyMem_Realloc(self->streams, (size_t)cap * sizeof(OutStream));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        self->streams = grown;
+        self->cap_streams = cap;
+    }
+    OutStream *st = &self->streams[self->n_streams++];
+    st->csid = csid;
+    st->stream_id = -1;
+    st->length = -1;
+    st->type_id = -1;
+    st->timestamp = 0;
+    st->delta = -1;
+    memcpy(st->basic3, basic3, 3);
+    st->basic3_len = n;
+    return st;
+}
+
+/* Choose the header format of a new message and record it as the chunk stream's last. */
+static OutStream *writer_advance(ChunkWriterObject *self, long csid, long type_id, int64_t stream_id, uint32_t timestamp,
+                                 int64_t length, int *fmt, uint32_t *field) {
+    OutStream *st = writer_stream(self, csid);
+    if (st == NULL) return NULL;
+    if (st->stream_id != stream_id || timestamp < st->timestamp) {
+        *fmt = 0;
+        *field = timestamp;
+    } else {
+        *field = timestamp - st->timestamp;
+        if (length != st->length || type_id != st->type_id)
+            *fmt = 1;
+        else if ((int64_t)*field == st->delta)
+            *fmt = 3;
+        else
+            *fmt = 2;
+    }
+    st->stream_id = stream_id;
+    st->length = length;
+    st->type_id = type_id;
+    st->timestamp = timestamp;
+    st->delta = *fmt == 0 ? -1 : (int64_t)*field;
+    return st;
+}
+
+/* The first chunk's header into out (at most 18 bytes); its length. */
+static int writer_header(uint8_t *out, const OutStream *st, int fmt, uint32_t field, int64_t length, long type_id,
+                         int64_t stream_id) {
+    int ext = field >= EXT_TS;
+    uint32_t f24 = ext ? EXT_TS : field;
+    int n;
+    if (fmt == 3) {
+        memcpy(out, st->basic3, (size_t)st->basic3_len);
+        n = st->basic3_len;
+    } else {
+        n = basic_header(out, fmt, st->csid); /* csid was checked when the stream was made */
+        put_be24(out + n, f24);
+        n += 3;
+        if (fmt <= 1) {
+            put_be24(out + n, (uint32_t)length);
+            out[n + 3] = (uint8_t)type_id;
+            n += 4;
+        }
+        if (fmt == 0) {
+            uint32_t sid = (uint32_t)stream_id;
+            out[n] = (uint8_t)sid;
+            out[n + 1] = (uint8_t)(sid >> 8);
+            out[n + 2] = (uint8_t)(sid >> 16);
+            out[n + 3] = (uint8_t)(sid >> 24);
+            n += 4;
+        }
+    }
+    if (ext) {
+        put_be32(out + n, field);
+        n += 4;
+    }
+    return n;
+}
+
+/* header + the payload cut in chunks of chunk_size with type-3 continuation headers, as one bytes. */
+static PyObject *writer_chunks(ChunkWriterObject *self, const OutStream *st, const uint8_t *header, int header_len,
+                               uint32_t field, const char *payload, Py_ssize_t length) {
+    Py_ssize_t size = self->chunk_size;
+    uint8_t cont[7];
+    int cont_len = st->basic3_len;
+    memcpy(cont, st->basic3, (size_t)cont_len);
+    if (field >= EXT_TS) {
+        put_be32(cont + cont_len, field);
+        cont_len += 4;
+    }
+    Py_ssize_t n_cont = length > size ? (length - 1) / size : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, header_len + length + n_cont * cont_len);
+    if (out == NULL) return NULL;
+    char *p = PyBytes_AS_STRING(out);
+    memcpy(p, header, (size_t)header_len);
+    p += header_len;
+    Py_ssize_t first = length < size ? length : size;
+    memcpy(p, payload, (size_t)first);
+    p += first;
+    for (Py_ssize_t off = size; off < length; off += size) {
+        memcpy(p, cont, (size_t)cont_len);
+        p += cont_len;
+        Py_ssize_t n = length - off < size ? length - off : size;
+        memcpy(p, payload + off, (size_t)n);
+        p += n;
+    }
+    return out;
+}
+
+static int parse_u32_mask(PyObject *obj, uint32_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLongMask(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint32_t)(v & 0xFFFFFFFFull);
+    return 0;
+}
+
+static int check_stream_id(int64_t stream_id) {
+    if (stream_id < 0 || stream_id > 0xFFFFFFFFll) {
+        PyErr_SetString(PyExc_OverflowError, "message stream id out of range 0..2**32-1");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *ChunkWriter_write(ChunkWriterObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "write(csid, type_id, stream_id, timestamp, payload)");
+        return NULL;
+    }
+    long csid = PyLong_AsLong(args[0]);
+    if (csid == -1 && PyErr_Occurred()) return NULL;
+    long type_id = PyLong_AsLong(args[1]);
+    if (type_id == -1 && PyErr_Occurred()) return NULL;
+    long long stream_id = PyLong_AsLongLong(args[2]);
+    if (stream_id == -1 && PyErr_Occurred()) return NULL;
+    uint32_t timestamp;
+    if (parse_u32_mask(args[3], &timestamp) < 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = NULL;
+    if (view.len > 0xFFFFFF) {
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes exceeds the 24-bit length field", view.len);
+        goto done;
+    }
+    if (check_stream_id(stream_id) < 0) goto done;
+    if (type_id < 0 || type_id > 255) {
+        PyErr_SetString(PyExc_OverflowError, "message type id out of range 0..255");
+        goto done;
+    }
+    int fmt;
+    uint32_t field;
+    OutStream *st = writer_advance(self, csid, type_id, stream_id, timestamp, view.len, &fmt, &field);
+    if (st == NULL) goto done;
+    uint8_t header[24];
+    int header_len = writer_header(header, st, fmt, field, view.len, type_id, stream_id);
+    result = writer_chunks(self, st, header, header_len, field, view.buf, view.len);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* write_shared: a new reference to the message's bytes for this writer (usually shared, built once). */
+static PyObject *writer_shared(ChunkWriterObject *self, SharedMessageObject *msg, int64_t stream_id, uint32_t timestamp) {
+    int fmt;
+    uint32_t field;
+    OutStream *st = writer_advance(self, msg->csid, msg->type_id, stream_id, timestamp, msg->length, &fmt, &field);
+    if (st == NULL) return NULL;
+    long size = self->chunk_size;
+    for (int i = 0; i < msg->n_whole; i++) {
+        WholeEntry *e = &msg->whole[i];
+        if (e->fmt == fmt && e->field == field && e->stream_id == stream_id && e->size == size) return Py_NewRef(e->whole);
+    }
+    uint8_t header[24];
+    int header_len = writer_header(header, st, fmt, field, msg->length, msg->type_id, stream_id);
+    PyObject *whole;
+    const char *payload = PyBytes_AS_STRING(msg->payload);
+    if (field >= EXT_TS) { /* continuation chunks repeat the extended timestamp: nothing to share */
+        whole = writer_chunks(self, st, header, header_len, field, payload, msg->length);
+    } else if (msg->tail != NULL && msg->tail_size == size) {
+        Py_ssize_t tail_len = PyBytes_GET_SIZE(msg->tail);
+        whole = PyBytes_FromStringAndSize(NULL, header_len + tail_len);
+        if (whole != NULL) {
+            memcpy(PyBytes_AS_STRING(whole), header, (size_t)header_len);
+            memcpy(PyBytes_AS_STRING(whole) + header_len, PyBytes_AS_STRING(msg->tail), (size_t)tail_len);
+        }
+    } else {
+        whole = writer_chunks(self, st, header, header_len, field, payload, msg->length);
+        if (whole != NULL) {
+            PyObject *tail = PyBytes_FromStringAndSize(PyBytes_AS_STRING(whole) + header_len,
+                                                       PyBytes_GET_SIZE(whole) - header_len);
+            if (tail == NULL) {
+                Py_DECREF(whole);
+                return NULL;
+            }
+            Py_XSETREF(msg->tail, tail);
+            msg->tail_size = size;
+        }
+    }
+    if (whole == NULL) return NULL;
+    if (msg->n_whole < MAX_WHOLE) {
+        WholeEntry *e = &msg->whole[msg->n_whole++];
+        e->fmt = fmt;
+        e->field = field;
+        e->stream_id = stream_id;
+        e->size = size;
+        e->whole = Py_NewRef(whole);
+    }
+    return whole;
+}
+
+static PyObject *ChunkWriter_write_shared(ChunkWriterObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "write_shared(msg: SharedMessage, stream_id, timestamp)");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &SharedMessageType)) { /* the Python twin's message: built here */
+        PyObject *w[5] = {NULL, NULL, args[1], args[2], NULL};
+        PyObject *result = NULL;
+        if ((w[0] = PyObject_GetAttrString(args[0], "csid")) != NULL &&
+            (w[1] = PyObject_GetAttrString(args[0], "type_id")) != NULL &&
+            (w[4] = PyObject_GetAttrString(args[0], "payload")) != NULL)
+            result = ChunkWriter_write(self, w, 5);
+        Py_XDECREF(w[0]);
+        Py_XDECREF(w[1]);
+        Py_XDECREF(w[4]);
+        return result;
+    }
+    long long stream_id = PyLong_AsLongLong(args[1]);
+    if (stream_id == -1 && PyErr_Occurred()) return NULL;
+    if (check_stream_id(stream_id) < 0) return NULL;
+    uint32_t timestamp;
+    if (parse_u32_mask(args[2], &timestamp) < 0) return NULL;
+    return writer_shared(self, (SharedMessageObject *)args[0], stream_id, timestamp);
+}
+
+static PyObject *ChunkWriter_forget(ChunkWriterObject *self, PyObject *arg) {
+    long csid = PyLong_AsLong(arg);
+    if (csid == -1 && PyErr_Occurred()) return NULL;
+    for (int i = 0; i < self->n_streams; i++) {
+        if (self->streams[i].csid == csid) {
+            self->streams[i] = self->streams[--self->n_streams];
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static int ChunkWriter_set_chunk_size(ChunkWriterObject *self, PyObject *value, void *closure) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete chunk_size");
+        return -1;
+    }
+    long v = PyLong_AsLong(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < 1) {
+        PyErr_SetString(PyExc_ValueError, "chunk_size must be at least 1");
+        return -1;
+    }
+    self->chunk_size = v;
+    return 0;
+}
+
+static PyObject *ChunkWriter_get_chunk_size(ChunkWriterObject *self, void *closure) {
+    return PyLong_FromLong(self->chunk_size);
+}
+
+static PyMethodDef ChunkWriter_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))ChunkWriter_write, METH_FASTCALL,
+     PyDoc_STR("write(csid, type_id, stream_id, timestamp, payload) -> bytes: the chunks carrying one message.")},
+    {"write_shared", (PyCFunction)(void (*)(void))ChunkWriter_write_shared, METH_FASTCALL,
+     PyDoc_STR("write_shared(msg, stream_id, timestamp) -> bytes: write() of a SharedMessage, mostly without building.")},
+    {"forget", (PyCFunction)ChunkWriter_forget, METH_O,
+     PyDoc_STR("forget(csid): drop the header state of csid (its next message starts with a type-0 header).")},
+    {NULL},
+};
+
+static PyGetSetDef ChunkWriter_getset[] = {
+    {"chunk_size", (getter)ChunkWriter_get_chunk_size, (setter)ChunkWriter_set_chunk_size, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject ChunkWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.ChunkWriter",
+    .tp_doc = PyDoc_STR("Splits messages into chunks with header compression (twin of rtmp/chunk.py ChunkWriter)."),
+    .tp_basicsize = sizeof(ChunkWriterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ChunkWriter_init,
+    .tp_dealloc = (destructor)ChunkWriter_dealloc,
+    .tp_methods = ChunkWriter_methods,
+    .tp_getset = ChunkWriter_getset,
+};
+
+/* --- Timeline ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    int has_base;
+    int64_t base;
+    int64_t last;
+} TimelineObject;
+
+static PyTypeObject TimelineType;
+
+static int64_t timeline_at(TimelineObject *self, int64_t dts, int is_config) {
+    if (is_config) return self->last;
+    if (!self->has_base) {
+        self->has_base = 1;
+        self->base = dts;
+    }
+    int64_t t = dts - self->base, last = self->last;
+    if (t >= last) {
+        if (t <= last + JUMP_AHEAD_MS) {
+            self->last = t;
+            return t;
+        }
+    } else if (t >= last - JUMP_BACK_MS) {
+        return t > 0 ? t : 0;
+    }
+    self->base = dts - last; /* a jump in the source's clock: continue from the last time */
+    return last;
+}
+
+static PyObject *str_dts, *str_is_config, *str_data;
+
+/* A frame's dts and is_config (MediaFrame attributes); -1 with an exception set on failure. */
+static int frame_fields(PyObject *frame, int64_t *dts, int *is_config) {
+    PyObject *v = PyObject_GetAttr(frame, str_is_config);
+    if (v == NULL) return -1;
+    int cfg = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (cfg < 0) return -1;
+    *is_config = cfg;
+    if (cfg) return 0; /* a configuration takes the last time: its dts does not matter */
+    v = PyObject_GetAttr(frame, str_dts);
+    if (v == NULL) return -1;
+    long long d = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (d == -1 && PyErr_Occurred()) return -1;
+    *dts = d;
+    return 0;
+}
+
+static PyObject *Timeline_at(TimelineObject *self, PyObject *frame) {
+    int64_t dts = 0;
+    int is_config;
+    if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
+    return PyLong_FromLongLong(timeline_at(self, dts, is_config));
+}
+
+static PyObject *Timeline_get_base(TimelineObject *self, void *closure) {
+    if (!self->has_base) Py_RETURN_NONE;
+    return PyLong_FromLongLong(self->base);
+}
+
+static PyObject *Timeline_get_last(TimelineObject *self, void *closure) { return PyLong_FromLongLong(self->last); }
+
+static PyMethodDef Timeline_methods[] = {
+    {"at", (PyCFunction)Timeline_at, METH_O, PyDoc_STR("at(frame) -> int: the frame's time on this player's timeline.")},
+    {NULL},
+};
+
+static PyGetSetDef Timeline_getset[] = {
+    {"base", (getter)Timeline_get_base, NULL, NULL, NULL},
+    {"last", (getter)Timeline_get_last, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject TimelineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.Timeline",
+    .tp_doc = PyDoc_STR("A player's timestamps: the first media frame at 0, never jumping (twin of timeline.Timeline)."),
+    .tp_basicsize = sizeof(TimelineObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_methods = Timeline_methods,
+    .tp_getset = Timeline_getset,
+};
+
+/* --- RtmpOut ------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *write;      /* the transport's write */
+    PyObject *pending;    /* the connection's list of queued output: a frame waits while it is not empty */
+    ChunkWriterObject *writer;
+    int64_t stream_id;
+    TimelineObject *timeline;
+    PyObject *message;    /* frame -> SharedMessage | None (shared by all players of a server) */
+    char paused;          /* the socket's write buffer is above its high mark (T_BOOL: a char) */
+    char closing;
+    long long frames_out;
+    long long bytes_out;
+} RtmpOutObject;
+
+static PyTypeObject RtmpOutType;
+
+static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"write", "pending", "writer", "stream_id", "timeline", "message", NULL};
+    PyObject *write, *pending, *writer, *timeline, *message;
+    long long stream_id;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!LO!O:RtmpOut", kwlist, &write, &PyList_Type, &pending,
+                                     &ChunkWriterType, &writer, &stream_id, &TimelineType, &timeline, &message))
+        return -1;
+    if (check_stream_id(stream_id) < 0) return -1;
+    Py_XSETREF(self->write, Py_NewRef(write));
+    Py_XSETREF(self->pending, Py_NewRef(pending));
+    Py_XSETREF(self->writer, (ChunkWriterObject *)Py_NewRef(writer));
+    Py_XSETREF(self->timeline, (TimelineObject *)Py_NewRef(timeline));
+    Py_XSETREF(self->message, Py_NewRef(message));
+    self->stream_id = stream_id;
+    return 0;
+}
+
+static int RtmpOut_traverse(RtmpOutObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->write);
+    Py_VISIT(self->pending);
+    Py_VISIT(self->message);
+    return 0;
+}
+
+static int RtmpOut_clear(RtmpOutObject *self) {
+    Py_CLEAR(self->write);
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->writer);
+    Py_CLEAR(self->timeline);
+    Py_CLEAR(self->message);
+    return 0;
+}
+
+static void RtmpOut_dealloc(RtmpOutObject *self) {
+    PyObject_GC_UnTrack(self);
+    RtmpOut_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Write msg (a SharedMessage or None) at dts now: 1 written, 0 refused (paused, closing, output queued
+ * before it), -1 error. */
+static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, PyObject *msg) {
+    if (self->paused || self->closing || self->write == NULL || PyList_GET_SIZE(self->pending) != 0) return 0;
+    if (msg == Py_None) return 1; /* a frame RTMP cannot carry: nothing to write */
+    if (!PyObject_TypeCheck(msg, &SharedMessageType)) {
+        PyErr_SetString(PyExc_TypeError, "RtmpOut: message() must give a SharedMessage or None");
+        return -1;
+    }
+    int64_t ts = timeline_at(self->timeline, dts, is_config);
+    PyObject *data = writer_shared(self->writer, (SharedMessageObject *)msg, self->stream_id, (uint32_t)ts);
+    if (data == NULL) return -1;
+    PyObject *r = PyObject_CallOneArg(self->write, data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    Py_DECREF(data);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    self->frames_out++;
+    self->bytes_out += n;
+    return 1;
+}
+
+/* take(frame) -> bool, as Subscription.deliver_to expects. */
+static PyObject *RtmpOut_call(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *frame;
+    if (!PyArg_ParseTuple(args, "O:RtmpOut", &frame)) return NULL;
+    if (self->paused || self->closing || self->write == NULL || PyList_GET_SIZE(self->pending) != 0) Py_RETURN_FALSE;
+    int64_t dts = 0;
+    int is_config;
+    if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
+    PyObject *msg = PyObject_CallOneArg(self->message, frame);
+    if (msg == NULL) return NULL;
+    int ok = rtmpout_send(self, dts, is_config, msg);
+    Py_DECREF(msg);
+    if (ok < 0) return NULL;
+    return PyBool_FromLong(ok);
+}
+
+static PyMemberDef RtmpOut_members[] = {
+    {"paused", T_BOOL, offsetof(RtmpOutObject, paused), 0, "the socket is full: frames are refused (queued)"},
+    {"closing", T_BOOL, offsetof(RtmpOutObject, closing), 0, "the connection is closing: frames are refused"},
+    {"frames_out", T_LONGLONG, offsetof(RtmpOutObject, frames_out), READONLY, NULL},
+    {"bytes_out", T_LONGLONG, offsetof(RtmpOutObject, bytes_out), READONLY, NULL},
+    {"stream_id", T_LONGLONG, offsetof(RtmpOutObject, stream_id), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject RtmpOutType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.RtmpOut",
+    .tp_doc = PyDoc_STR("RtmpOut(write, pending, writer, stream_id, timeline, message): one RTMP player's direct "
+                        "delivery; call it with a frame (True: written, False: refused, queue it)."),
+    .tp_basicsize = sizeof(RtmpOutObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RtmpOut_init,
+    .tp_dealloc = (destructor)RtmpOut_dealloc,
+    .tp_traverse = (traverseproc)RtmpOut_traverse,
+    .tp_clear = (inquiry)RtmpOut_clear,
+    .tp_call = (ternaryfunc)RtmpOut_call,
+    .tp_members = RtmpOut_members,
+};
+
+/* --- Fanout -------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *sub;      /* the hub's Subscription */
+    RtmpOutObject *out;
+    Py_ssize_t max_bytes; /* a larger frame is refused (the subscription's queue bound applies) */
+    int dead;             /* discarded during a send: removed when it ends */
+} FanEntry;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n, cap;
+    FanEntry *entries;
+    unsigned long long version; /* changes whenever the membership does */
+    int sending;
+} FanoutObject;
+
+static PyTypeObject FanoutType;
+
+static int Fanout_traverse(FanoutObject *self, visitproc visit, void *arg) {
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_VISIT(self->entries[i].sub);
+        Py_VISIT((PyObject *)self->entries[i].out);
+    }
+    return 0;
+}
+
+static void fanout_clear_entries(FanoutObject *self) {
+    Py_ssize_t n = self->n;
+    FanEntry *e = self->entries;
+    self->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(e[i].sub);
+        Py_DECREF((PyObject *)e[i].out);
+    }
+}
+
+static int Fanout_clear(FanoutObject *self) {
+    fanout_clear_entries(self);
+    self->version++;
+    return 0;
+}
+
+static void Fanout_dealloc(FanoutObject *self) {
+    PyObject_GC_UnTrack(self);
+    fanout_clear_entries(self);
+    PyMem_Free(self->entries);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t fanout_find(FanoutObject *self, PyObject *sub) {
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        if (self->entries[i].sub == sub && !self->entries[i].dead) return i;
+    return -1;
+}
+
+static void fanout_remove_at(FanoutObject *self, Py_ssize_t i) {
+    FanEntry e = self->entries[i];
+    memmove(&self->entries[i], &self->entries[i + 1], (size_t)(self->n - i - 1) * sizeof(FanEntry));
+    self->n--;
+    self->version++;
+    Py_DECREF(e.sub);
+    Py_DECREF((PyObject *)e.out);
+}
+
+static PyObject *Fanout_add(FanoutObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[1], &RtmpOutType)) {
+        PyErr_SetString(PyExc_TypeError, "add(sub, out: RtmpOut, max_bytes)");
+        return NULL;
+    }
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[2]);
+    if (max_bytes == -1 && PyErr_Occurred()) return NULL;
+    if (fanout_find(self, args[0]) >= 0) Py_RETURN_NONE;
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 8;
+        FanEntry *grown = PyMem_Realloc(self->entries, (size_t)cap * sizeof(FanEntry));
+        if (grown == NULL) return PyErr_NoMemory();
+        self->entries = grown;
+        self->cap = cap;
+    }
+    FanEntry *e = &self->entries[self->n++];
+    e->sub = Py_NewRef(args[0]);
+    e->out = (RtmpOutObject *)Py_NewRef(args[1]);
+    e->max_bytes = max_bytes;
+    e->dead = 0;
+    self->version++;
+    Py_RETURN_NONE;
+}
+
+/* Remove entry i now, or (during a send, whose loop holds indexes) mark it and remove it when the send ends. */
+static void fanout_drop(FanoutObject *self, Py_ssize_t i) {
+    if (self->sending) {
+        self->entries[i].dead = 1;
+        self->version++;
+    } else {
+        fanout_remove_at(self, i);
+    }
+}
+
+static PyObject *Fanout_discard(FanoutObject *self, PyObject *sub) {
+    Py_ssize_t i = fanout_find(self, sub);
+    if (i >= 0) fanout_drop(self, i);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Fanout_clear_method(FanoutObject *self, PyObject *unused) {
+    if (self->sending) {
+        for (Py_ssize_t i = 0; i < self->n; i++) self->entries[i].dead = 1;
+        self->version++;
+    } else if (self->n) {
+        Fanout_clear(self);
+    }
+    Py_RETURN_NONE;
+}
+
+/* send(frame) -> list of the subscriptions that refused it (removed from the set), or None.
+ * A media frame only (not a configuration): the hub hands configurations to every subscription. */
+static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
+    if (self->sending) {
+        PyErr_SetString(PyExc_RuntimeError, "Fanout.send is not reentrant");
+        return NULL;
+    }
+    int64_t dts = 0;
+    int is_config;
+    if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
+    PyObject *data = PyObject_GetAttr(frame, str_data);
+    if (data == NULL) return NULL;
+    Py_ssize_t size = PyObject_Length(data);
+    Py_DECREF(data);
+    if (size < 0) return NULL;
+    PyObject *refused = NULL;
+    PyObject *last_fn = NULL, *last_msg = NULL; /* message() of the previous player, usually everyone's */
+    PyObject *result = NULL;
+    self->sending = 1;
+    /* members are addressed by index and re-read after every call out: a write may run Python code
+     * (pause_writing) that adds or discards members; discarded ones are only marked until the end */
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        if (self->entries[i].dead) continue;
+        RtmpOutObject *out = self->entries[i].out;
+        int ok = 0;
+        if (size <= self->entries[i].max_bytes && !out->paused && !out->closing && out->write != NULL &&
+            PyList_GET_SIZE(out->pending) == 0) {
+            if (out->message != last_fn) {
+                PyObject *msg = PyObject_CallOneArg(out->message, frame);
+                if (msg == NULL) goto error;
+                Py_XSETREF(last_msg, msg);
+                Py_XSETREF(last_fn, Py_NewRef(out->message));
+            }
+            Py_INCREF(out);
+            ok = rtmpout_send(out, dts, is_config, last_msg);
+            Py_DECREF(out);
+            if (ok < 0) {
+                /* this player's transport raised: reported here, and it leaves the set like a refusal
+                 * (the subscription queues the frame; its consumer meets the failure itself) */
+                PyErr_WriteUnraisable(frame);
+                ok = 0;
+            }
+        }
+        if (ok || self->entries[i].dead) continue;
+        if (refused == NULL && (refused = PyList_New(0)) == NULL) goto error;
+        if (PyList_Append(refused, self->entries[i].sub) < 0) goto error;
+        self->entries[i].dead = 1;
+    }
+    result = refused != NULL ? Py_NewRef(refused) : Py_NewRef(Py_None);
+error:
+    self->sending = 0;
+    for (Py_ssize_t i = self->n - 1; i >= 0; i--)
+        if (self->entries[i].dead) fanout_remove_at(self, i);
+    Py_XDECREF(refused);
+    Py_XDECREF(last_fn);
+    Py_XDECREF(last_msg);
+    return result;
+}
+
+static Py_ssize_t Fanout_len(FanoutObject *self) { return self->n; }
+
+static int Fanout_contains(FanoutObject *self, PyObject *sub) { return fanout_find(self, sub) >= 0; }
+
+static PyObject *Fanout_get_version(FanoutObject *self, void *closure) {
+    return PyLong_FromUnsignedLongLong(self->version);
+}
+
+static PyMethodDef Fanout_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Fanout_add, METH_FASTCALL,
+     PyDoc_STR("add(sub, out, max_bytes): feed sub's frames to out directly from now on.")},
+    {"discard", (PyCFunction)Fanout_discard, METH_O, PyDoc_STR("discard(sub): no longer fed from here.")},
+    {"clear", (PyCFunction)Fanout_clear_method, METH_NOARGS, PyDoc_STR("clear(): nobody is fed from here.")},
+    {"send", (PyCFunction)Fanout_send, METH_O,
+     PyDoc_STR("send(frame) -> list | None: write a media frame to every member; those that refused it "
+               "(socket full, closing, frame over their bound, a failure) leave and are returned.")},
+    {NULL},
+};
+
+static PyGetSetDef Fanout_getset[] = {
+    {"version", (getter)Fanout_get_version, NULL, PyDoc_STR("changes whenever the membership does"), NULL},
+    {NULL},
+};
+
+static PySequenceMethods Fanout_as_sequence = {
+    .sq_length = (lenfunc)Fanout_len,
+    .sq_contains = (objobjproc)Fanout_contains,
+};
+
+static PyTypeObject FanoutType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.Fanout",
+    .tp_doc = PyDoc_STR("A hub's subscriptions fed directly: send(frame) writes it to each member's RtmpOut."),
+    .tp_basicsize = sizeof(FanoutObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Fanout_dealloc,
+    .tp_traverse = (traverseproc)Fanout_traverse,
+    .tp_clear = (inquiry)Fanout_clear,
+    .tp_methods = Fanout_methods,
+    .tp_getset = Fanout_getset,
+    .tp_as_sequence = &Fanout_as_sequence,
+};
+
+/* --- module -------------------------------------------------------------------------------- */
+
+int native_init_fanout(PyObject *module) {
+    if ((str_dts = PyUnicode_InternFromString("dts")) == NULL) return -1;
+    if ((str_is_config = PyUnicode_InternFromString("is_config")) == NULL) return -1;
+    if ((str_data = PyUnicode_InternFromString("data")) == NULL) return -1;
+    PyTypeObject *types[] = {&SharedMessageType, &ChunkWriterType, &TimelineType, &RtmpOutType, &FanoutType};
+    const char *names[] = {"SharedMessage", "ChunkWriter", "Timeline", "RtmpOut", "Fanout"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) return -1;
+        if (PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0) return -1;
+    }
+    return 0;
+}

@@ -443,6 +443,8 @@ class ChunkWriter:
 
     def write_shared(self, msg: SharedMessage, stream_id: int, timestamp: int) -> bytes:
         """``write(msg.csid, msg.type_id, stream_id, timestamp, msg.payload)``, mostly without building anything."""
+        if type(msg) is not SharedMessage:  # the C accelerator's twin (accel.SharedMessage): built here
+            return self.write(msg.csid, msg.type_id, stream_id, timestamp, msg.payload)
         csid, type_id, length = msg.csid, msg.type_id, msg.length
         st, fmt, field = self._advance(csid, type_id, stream_id, timestamp, length)
         size = self.chunk_size

@@ -352,6 +352,15 @@ class _RtmpConnection:
         self._out.append(data)
         self._out_size += len(data)
 
+    def direct_output(self, stream_id: int, write: Callable[[bytes], object], timeline: Any,
+                      message: Callable[[Any], SharedMessage | None]) -> Any:
+        """A C ``accel.RtmpOut`` writing ``message(frame)`` for ``stream_id`` straight to ``write``
+        (the socket) through this connection's chunk writer, when the C accelerator is built; else None.
+        It refuses a frame while anything this connection queued is unsent (that goes first)."""
+        if accel.RtmpOut is None:
+            return None
+        return accel.RtmpOut(write, self._out, self._writer, stream_id, timeline, message)
+
     def shared_now(self, stream_id: int, timestamp: int, msg: SharedMessage) -> bytes:
         """``send_shared``, then ``data_to_send()``: the bytes to write now (usually just the shared
         message, with nothing built or copied; what was queued before it comes first)."""
