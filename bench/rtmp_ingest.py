@@ -10,7 +10,10 @@ the socket write). Nothing touches the network, so the figure is repeatable.
 
 Cases: the publisher's chunk size 65536 with one read per frame (what ``bench/media.py`` does),
 4096 (OBS, FFmpeg) and 128 (the default: many type-3 continuation chunks) with 16 KB reads.
-Prints µs per frame and ms of CPU per MB ingested (best of several rounds), and the machine.
+Prints µs per frame and ms of CPU per MB ingested (best of several rounds), the same for the ingest
+core alone (chunk reader and FLV tag parsing on the same bytes, no connection or hub), the machine, and which
+implementation ran (``accel.describe()``): ``--python`` runs the pure-Python path (IOTVIDEO_NATIVE=0),
+``--python-ingest`` only the ingest part (chunk reader, FLV tag parsing) in Python.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+if "--python" in sys.argv[1:]:  # before iotvideo is imported: accel reads it once
+    os.environ["IOTVIDEO_NATIVE"] = "0"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from media import encode_clip, load_clip
 
+from iotvideo.media import accel, flvtags
 from iotvideo.media.auth import StaticAuthorizer
 from iotvideo.media.hub import HubRegistry
 from iotvideo.media.rtmp import (
@@ -40,6 +46,7 @@ from iotvideo.media.rtmp import (
     StreamCreated,
     StreamStatus,
 )
+from iotvideo.media.rtmp.chunk import ChunkReader
 from iotvideo.media.rtmp_server import RtmpServer, _RtmpPeer
 
 
@@ -155,6 +162,22 @@ async def one_round(chunk_size: int, reads: list[bytes]) -> tuple[float, int]:
     return cpu, frames
 
 
+def core_round(chunk_size: int, reads: list[bytes]) -> tuple[float, int]:
+    """Only the ingest core on ``reads``: chunk reader and FLV tag parsing (accel's), no connection or hub."""
+    reader = accel.ChunkReader()
+    reader.chunk_size = chunk_size  # what the publisher announced before the recorded bytes
+    parse_video, parse_audio = accel.parse_video_tag, accel.parse_audio_tag
+    frames = 0
+    t0 = time.process_time()
+    for data in reads:
+        for m in reader.feed(data):
+            if m.type_id == 9:
+                frames += parse_video(m.payload, m.timestamp)[0] is not None
+            elif m.type_id == 8:
+                frames += parse_audio(m.payload, m.timestamp)[0] is not None
+    return time.process_time() - t0, frames
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
@@ -162,7 +185,16 @@ def main() -> int:
     ap.add_argument("--loops", type=int, default=10, help="times the 12 s clip is replayed per round")
     ap.add_argument("--chunk-size", type=int, action="append", help="only this case (65536, 4096 or 128)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--python", action="store_true", help="the pure-Python path (sets IOTVIDEO_NATIVE=0)")
+    ap.add_argument("--python-ingest", action="store_true", help="chunk reader and FLV parsing in Python only")
     args = ap.parse_args()
+    if args.python_ingest:  # accel's names are looked up at each use
+        accel.ChunkReader = ChunkReader
+        accel.parse_video_tag, accel.parse_audio_tag = flvtags.parse_video_tag, flvtags.parse_audio_tag
+    impl = accel.describe() + (" (ingest in Python: --python-ingest)" if args.python_ingest else "")
+    if args.python:  # (bench/media.py drops IOTVIDEO_* from the environment, which describe() reads)
+        impl = "pure Python (--python: IOTVIDEO_NATIVE=0)"
+    print(f"implementation: {impl}", flush=True)
     cache = Path(tempfile.gettempdir()) / "iotvideo-bench-media"
     cache.mkdir(exist_ok=True)
     encode_clip(cache / "720p-2m.flv", "1280x720", 2000)
@@ -183,15 +215,18 @@ def main() -> int:
             cpu, frames = asyncio.run(one_round(chunk_size, reads))
             times.append(cpu)
         best = min(times)
+        core = min(core_round(chunk_size, reads)[0] for _ in range(args.rounds))
         results[label] = {"us_per_frame": round(best / frames * 1e6, 2), "ms_per_mb": round(best / mb * 1e3, 3),
+                          "core_us_per_frame": round(core / frames * 1e6, 2),
                           "frames": frames, "mb": round(mb, 1)}  # fmt: skip
         print(f"{label:32s} {best / frames * 1e6:8.2f} µs/frame  {best / mb * 1e3:7.3f} ms CPU/MB  "
-              f"({frames} frames, {mb:.1f} MB, best of {args.rounds})", flush=True)  # fmt: skip
+              f"(reader+parse alone {core / frames * 1e6:5.2f} µs/frame; "
+              f"{frames} frames, {mb:.1f} MB, best of {args.rounds})", flush=True)  # fmt: skip
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD 2>/dev/null").read().strip() or "?"
     mach = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {mach}; commit {commit}")
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({"implementation": impl, **results}))
     return 0
 
 

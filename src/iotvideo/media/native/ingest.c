@@ -503,6 +503,10 @@ static int ChunkReader_init(ChunkReaderObject *self, PyObject *args, PyObject *k
                                      &max_pending))
         return -1;
     if (resolve() < 0) return -1;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "ChunkReader.__init__ called while feed runs");
+        return -1;
+    }
     long long max_pending_bytes;
     if (max_pending == Py_None) {
         max_pending_bytes = max_message_size > LLONG_MAX / 2 ? LLONG_MAX : 2 * max_message_size;
