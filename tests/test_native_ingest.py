@@ -10,6 +10,7 @@ pieces as bytes, bytearray or memoryview, give the same messages, exceptions, ``
 from __future__ import annotations
 
 import gc
+import os
 import random
 import struct
 import sys
@@ -30,7 +31,9 @@ if native is None or not all(hasattr(native, n) for n in ("ChunkReader", "parse_
 
 CReader = native.ChunkReader
 PyReader = pychunk.ChunkReader
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(  # IOTVIDEO_FUZZ_EXAMPLES=5000 for a longer soak
+    max_examples=int(os.environ.get("IOTVIDEO_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # --- helpers --------------------------------------------------------------------------------------
