@@ -241,3 +241,59 @@ def test_hub_feeds_a_player_from_its_fanout_while_it_keeps_up() -> None:
     assert out.frames_out == len(written())
     sub.close()
     assert len(hub._fan) == 0 and sub not in hub._fan
+
+
+def test_direct_sends_over_a_real_socket_keep_order_when_the_socket_fills() -> None:
+    """On a real uvloop TCP connection: messages go straight to the socket while the transport holds
+    nothing; when the peer stops reading, the kernel takes part of a message and the transport the
+    rest, later messages go through the transport after it, and the peer reads exactly the chunk
+    stream the Python writer gives for the same messages."""
+    import asyncio
+    import socket
+
+    import uvloop
+
+    from iotvideo.media.rtmp.chunk import ChunkReader
+
+    bodies = [bytes([i]) * (10_000 + 997 * i) for i in range(60)]
+
+    async def go() -> None:
+        got = bytearray()
+        reading = asyncio.Event()
+        done = asyncio.Event()
+        total = 0
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reading.wait()  # not reading at first: the socket fills
+            while len(got) < total:
+                got.extend(await reader.read(1 << 16))
+            done.set()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        transport.set_write_buffer_limits(1 << 30)  # never paused: everything is accepted
+        msgs = {id(b): native.SharedMessage(6, 9, b) for b in bodies}
+        writer = native.ChunkWriter(4096)
+        out = native.RtmpOut(transport.write, [], writer, 1, native.Timeline(), lambda f: msgs[id(f.data)],
+                             transport=transport, fd=transport.get_extra_info("socket").fileno())
+        frames = [MediaFrame(Codec.H264, 40 * i, 40 * i, b) for i, b in enumerate(bodies)]
+        py_w, py_t = chunk.ChunkWriter(4096), PyTimeline()
+        expected = b"".join(py_w.write(6, 9, 1, py_t.at(f), f.data) for f in frames)
+        total = len(expected)
+        for f in frames:
+            assert out(f) is True
+        assert out.direct_sends >= 1 and transport.get_write_buffer_size() > 0  # the socket filled up
+        reading.set()
+        await asyncio.wait_for(done.wait(), 10)
+        assert bytes(got) == expected
+        reader = ChunkReader()
+        reader.chunk_size = 4096
+        assert [m.payload for m in reader.feed(bytes(got))] == bodies
+        assert out.bytes_out == total
+        transport.close()
+        server.close()
+
+    uvloop.run(go())

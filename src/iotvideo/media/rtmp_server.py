@@ -348,7 +348,7 @@ class _RtmpPeer(asyncio.Protocol):
         message = self.server.messages
         stats = self.stats
         assert self.transport is not None
-        out = conn.direct_output(sid, self.transport.write, timeline, message)  # C, when built
+        out = conn.direct_output(sid, self.transport, timeline, message)  # C, when built
 
         def send(f: MediaFrame) -> None:
             msg = message(f)

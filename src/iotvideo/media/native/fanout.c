@@ -8,8 +8,12 @@
  * Everything runs on the event loop's thread with the GIL held. */
 #include "native.h"
 #include <structmember.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #define MAX_WHOLE 4        /* SharedMessage.MAX_HEADERS */
 #define EXT_TS 0xFFFFFFu   /* a timestamp field at or above this goes in the extended field */
@@ -585,17 +589,32 @@ typedef struct {
     char closing;
     long long frames_out;
     long long bytes_out;
+    /* direct sends: while the transport holds nothing unsent and is not closing, a message goes
+     * to the socket with one sendmsg() of iovecs pointing into the shared payload: no bytes object
+     * is built, nothing is copied in user space. Whatever the kernel does not take at once is handed
+     * to the transport (which then owns the ordering until its buffer is empty again). */
+    PyObject *transport;  /* or NULL: every message goes through write() */
+    int fd;
+    long long direct_sends;
 } RtmpOutObject;
 
 static PyTypeObject RtmpOutType;
 
 static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"write", "pending", "writer", "stream_id", "timeline", "message", NULL};
-    PyObject *write, *pending, *writer, *timeline, *message;
+    static char *kwlist[] = {"write", "pending", "writer", "stream_id", "timeline", "message", "transport", "fd", NULL};
+    PyObject *write, *pending, *writer, *timeline, *message, *transport = Py_None;
     long long stream_id;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!LO!O:RtmpOut", kwlist, &write, &PyList_Type, &pending,
-                                     &ChunkWriterType, &writer, &stream_id, &TimelineType, &timeline, &message))
+    int fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!LO!O|$Oi:RtmpOut", kwlist, &write, &PyList_Type, &pending,
+                                     &ChunkWriterType, &writer, &stream_id, &TimelineType, &timeline, &message,
+                                     &transport, &fd))
         return -1;
+    Py_CLEAR(self->transport);
+    self->fd = -1;
+    if (transport != Py_None && fd >= 0) {
+        self->transport = Py_NewRef(transport);
+        self->fd = fd;
+    }
     if (check_stream_id(stream_id) < 0) return -1;
     Py_XSETREF(self->write, Py_NewRef(write));
     Py_XSETREF(self->pending, Py_NewRef(pending));
@@ -610,6 +629,7 @@ static int RtmpOut_traverse(RtmpOutObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->write);
     Py_VISIT(self->pending);
     Py_VISIT(self->message);
+    Py_VISIT(self->transport);
     return 0;
 }
 
@@ -619,6 +639,7 @@ static int RtmpOut_clear(RtmpOutObject *self) {
     Py_CLEAR(self->writer);
     Py_CLEAR(self->timeline);
     Py_CLEAR(self->message);
+    Py_CLEAR(self->transport);
     return 0;
 }
 
@@ -630,6 +651,78 @@ static void RtmpOut_dealloc(RtmpOutObject *self) {
 
 /* Write msg (a SharedMessage or None) at dts now: 1 written, 0 refused (paused, closing, output queued
  * before it), -1 error. */
+static PyObject *str_is_closing, *str_get_write_buffer_size;
+
+/* 1: the transport is open and holds nothing unsent (a direct send may go first), 0: not, -1: error. */
+static int transport_idle(PyObject *transport) {
+    PyObject *r = PyObject_CallMethodNoArgs(transport, str_is_closing);
+    if (r == NULL) return -1;
+    int closing = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (closing != 0) return closing < 0 ? -1 : 0;
+    r = PyObject_CallMethodNoArgs(transport, str_get_write_buffer_size);
+    if (r == NULL) return -1;
+    Py_ssize_t size = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (size == -1 && PyErr_Occurred()) return -1;
+    return size == 0;
+}
+
+#define MAX_IOV 1024
+
+/* Send one message straight to the socket: its first chunk header, then the payload in chunk-size
+ * pieces with continuation headers between them, by one sendmsg() of iovecs into the payload.
+ * Returns the bytes the kernel took (all, part, or 0 when it would block), -1 for a socket error
+ * (errno set; the transport will meet it too), -2 when the message needs more iovecs than allowed. */
+static Py_ssize_t send_direct(int fd, const uint8_t *header, int header_len, const uint8_t *cont, int cont_len,
+                              const char *payload, Py_ssize_t length, long size) {
+    struct iovec iov[MAX_IOV];
+    int n = 0;
+    iov[n].iov_base = (void *)header;
+    iov[n++].iov_len = (size_t)header_len;
+    for (Py_ssize_t off = 0; off < length; off += size) {
+        if (n + 2 > MAX_IOV) return -2;
+        if (off > 0) {
+            iov[n].iov_base = (void *)cont;
+            iov[n++].iov_len = (size_t)cont_len;
+        }
+        iov[n].iov_base = (void *)(payload + off);
+        iov[n++].iov_len = (size_t)(length - off < size ? length - off : size);
+    }
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    for (;;) {
+        ssize_t sent = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent >= 0) return sent;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return -1;
+    }
+}
+
+static int rtmpout_write(RtmpOutObject *self, PyObject *data) {
+    PyObject *r = PyObject_CallOneArg(self->write, data);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The message's bytes from offset ``skip`` on, through the transport (what a direct send left). */
+static int rtmpout_write_rest(RtmpOutObject *self, SharedMessageObject *msg, const OutStream *st, const uint8_t *header,
+                              int header_len, uint32_t field, Py_ssize_t skip) {
+    PyObject *whole = writer_chunks(self->writer, st, header, header_len, field, PyBytes_AS_STRING(msg->payload), msg->length);
+    if (whole == NULL) return -1;
+    PyObject *rest = skip ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(whole) + skip, PyBytes_GET_SIZE(whole) - skip)
+                          : Py_NewRef(whole);
+    Py_DECREF(whole);
+    if (rest == NULL) return -1;
+    int r = rtmpout_write(self, rest);
+    Py_DECREF(rest);
+    return r;
+}
+
 static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, PyObject *msg) {
     if (self->paused || self->closing || self->write == NULL || PyList_GET_SIZE(self->pending) != 0) return 0;
     if (msg == Py_None) return 1; /* a frame RTMP cannot carry: nothing to write */
@@ -637,8 +730,40 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, PyObjec
         PyErr_SetString(PyExc_TypeError, "RtmpOut: message() must give a SharedMessage or None");
         return -1;
     }
+    SharedMessageObject *m = (SharedMessageObject *)msg;
+    if (self->transport != NULL) {
+        int idle = transport_idle(self->transport);
+        if (idle < 0) return -1;
+        if (idle) {
+            int64_t ts = timeline_at(self->timeline, dts, is_config);
+            int fmt;
+            uint32_t field;
+            OutStream *st = writer_advance(self->writer, m->csid, m->type_id, self->stream_id, (uint32_t)ts, m->length,
+                                           &fmt, &field);
+            if (st == NULL) return -1;
+            uint8_t header[24], cont[7];
+            int header_len = writer_header(header, st, fmt, field, m->length, m->type_id, self->stream_id);
+            int cont_len = st->basic3_len;
+            memcpy(cont, st->basic3, (size_t)cont_len);
+            if (field >= EXT_TS) {
+                put_be32(cont + cont_len, field);
+                cont_len += 4;
+            }
+            long size = self->writer->chunk_size;
+            Py_ssize_t n_cont = m->length > size ? (m->length - 1) / size : 0;
+            Py_ssize_t total = header_len + m->length + n_cont * cont_len;
+            Py_ssize_t sent = send_direct(self->fd, header, header_len, cont, cont_len, PyBytes_AS_STRING(m->payload),
+                                          m->length, size);
+            if (sent != total && rtmpout_write_rest(self, m, st, header, header_len, field, sent > 0 ? sent : 0) < 0)
+                return -1; /* a short send, a full socket or an error: the transport takes the rest (and the error) */
+            if (sent > 0) self->direct_sends++;
+            self->frames_out++;
+            self->bytes_out += total;
+            return 1;
+        }
+    }
     int64_t ts = timeline_at(self->timeline, dts, is_config);
-    PyObject *data = writer_shared(self->writer, (SharedMessageObject *)msg, self->stream_id, (uint32_t)ts);
+    PyObject *data = writer_shared(self->writer, m, self->stream_id, (uint32_t)ts);
     if (data == NULL) return -1;
     PyObject *r = PyObject_CallOneArg(self->write, data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
@@ -672,14 +797,18 @@ static PyMemberDef RtmpOut_members[] = {
     {"frames_out", T_LONGLONG, offsetof(RtmpOutObject, frames_out), READONLY, NULL},
     {"bytes_out", T_LONGLONG, offsetof(RtmpOutObject, bytes_out), READONLY, NULL},
     {"stream_id", T_LONGLONG, offsetof(RtmpOutObject, stream_id), READONLY, NULL},
+    {"direct_sends", T_LONGLONG, offsetof(RtmpOutObject, direct_sends), READONLY,
+     "messages that went (at least partly) straight to the socket"},
     {NULL},
 };
 
 static PyTypeObject RtmpOutType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "iotvideo.media._native.RtmpOut",
-    .tp_doc = PyDoc_STR("RtmpOut(write, pending, writer, stream_id, timeline, message): one RTMP player's direct "
-                        "delivery; call it with a frame (True: written, False: refused, queue it)."),
+    .tp_doc = PyDoc_STR("RtmpOut(write, pending, writer, stream_id, timeline, message, *, transport=None, fd=-1): "
+                        "one RTMP player's direct delivery; call it with a frame (True: sent, False: refused, "
+                        "queue it). With a transport and its socket's fd, messages go straight to the socket "
+                        "while the transport holds nothing unsent."),
     .tp_basicsize = sizeof(RtmpOutObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -915,6 +1044,8 @@ int native_init_fanout(PyObject *module) {
     if ((str_dts = PyUnicode_InternFromString("dts")) == NULL) return -1;
     if ((str_is_config = PyUnicode_InternFromString("is_config")) == NULL) return -1;
     if ((str_data = PyUnicode_InternFromString("data")) == NULL) return -1;
+    if ((str_is_closing = PyUnicode_InternFromString("is_closing")) == NULL) return -1;
+    if ((str_get_write_buffer_size = PyUnicode_InternFromString("get_write_buffer_size")) == NULL) return -1;
     PyTypeObject *types[] = {&SharedMessageType, &ChunkWriterType, &TimelineType, &RtmpOutType, &FanoutType};
     const char *names[] = {"SharedMessage", "ChunkWriter", "Timeline", "RtmpOut", "Fanout"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {

@@ -352,14 +352,18 @@ class _RtmpConnection:
         self._out.append(data)
         self._out_size += len(data)
 
-    def direct_output(self, stream_id: int, write: Callable[[bytes], object], timeline: Any,
+    def direct_output(self, stream_id: int, transport: Any, timeline: Any,
                       message: Callable[[Any], SharedMessage | None]) -> Any:
-        """A C ``accel.RtmpOut`` writing ``message(frame)`` for ``stream_id`` straight to ``write``
-        (the socket) through this connection's chunk writer, when the C accelerator is built; else None.
-        It refuses a frame while anything this connection queued is unsent (that goes first)."""
+        """A C ``accel.RtmpOut`` sending ``message(frame)`` for ``stream_id`` through this connection's
+        chunk writer, when the C accelerator is built (else None): straight to the transport's socket
+        while the transport holds nothing unsent (one ``sendmsg`` into the shared payload), else by
+        ``transport.write``. It refuses a frame while anything this connection queued is unsent."""
         if accel.RtmpOut is None:
             return None
-        return accel.RtmpOut(write, self._out, self._writer, stream_id, timeline, message)
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        return accel.RtmpOut(transport.write, self._out, self._writer, stream_id, timeline, message,
+                             transport=transport, fd=fd)
 
     def shared_now(self, stream_id: int, timestamp: int, msg: SharedMessage) -> bytes:
         """``send_shared``, then ``data_to_send()``: the bytes to write now (usually just the shared
