@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute
 
 from iotvideo.config import Settings
 
+from . import accel
 from .auth import MediaAuthorizer, StaticAuthorizer
 from .hls import HlsConfig
 from .http_play import PlayRoutes
@@ -59,7 +60,7 @@ class MediaEndpoint:
         host = s.rtmp_host or s.host
         self.ports["rtmp"] = await self.rtmp.start(host, s.rtmp_port)
         self._idle_task = asyncio.get_running_loop().create_task(self._reap_idle())
-        log.info("media RTMP listening on %s:%d", host, self.ports["rtmp"])
+        log.info("media RTMP listening on %s:%d (%s)", host, self.ports["rtmp"], accel.describe())
 
     async def stop(self) -> None:
         if self._idle_task is not None:
