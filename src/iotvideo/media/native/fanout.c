@@ -519,7 +519,7 @@ static int64_t timeline_at(TimelineObject *self, int64_t dts, int is_config) {
     return last;
 }
 
-static PyObject *str_dts, *str_is_config, *str_data;
+static PyObject *str_dts, *str_is_config, *str_data, *str_is_closing, *str_get_write_buffer_size;
 
 /* A frame's dts and is_config (MediaFrame attributes); -1 with an exception set on failure. */
 static int frame_fields(PyObject *frame, int64_t *dts, int *is_config) {
@@ -594,6 +594,8 @@ typedef struct {
      * is built, nothing is copied in user space. Whatever the kernel does not take at once is handed
      * to the transport (which then owns the ordering until its buffer is empty again). */
     PyObject *transport;  /* or NULL: every message goes through write() */
+    PyObject *is_closing; /* its bound methods */
+    PyObject *get_write_buffer_size;
     int fd;
     long long direct_sends;
 } RtmpOutObject;
@@ -610,8 +612,12 @@ static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
                                      &transport, &fd))
         return -1;
     Py_CLEAR(self->transport);
+    Py_CLEAR(self->is_closing);
+    Py_CLEAR(self->get_write_buffer_size);
     self->fd = -1;
     if (transport != Py_None && fd >= 0) {
+        if ((self->is_closing = PyObject_GetAttr(transport, str_is_closing)) == NULL) return -1;
+        if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
         self->transport = Py_NewRef(transport);
         self->fd = fd;
     }
@@ -630,6 +636,8 @@ static int RtmpOut_traverse(RtmpOutObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->pending);
     Py_VISIT(self->message);
     Py_VISIT(self->transport);
+    Py_VISIT(self->is_closing);
+    Py_VISIT(self->get_write_buffer_size);
     return 0;
 }
 
@@ -640,6 +648,8 @@ static int RtmpOut_clear(RtmpOutObject *self) {
     Py_CLEAR(self->timeline);
     Py_CLEAR(self->message);
     Py_CLEAR(self->transport);
+    Py_CLEAR(self->is_closing);
+    Py_CLEAR(self->get_write_buffer_size);
     return 0;
 }
 
@@ -651,16 +661,14 @@ static void RtmpOut_dealloc(RtmpOutObject *self) {
 
 /* Write msg (a SharedMessage or None) at dts now: 1 written, 0 refused (paused, closing, output queued
  * before it), -1 error. */
-static PyObject *str_is_closing, *str_get_write_buffer_size;
-
 /* 1: the transport is open and holds nothing unsent (a direct send may go first), 0: not, -1: error. */
-static int transport_idle(PyObject *transport) {
-    PyObject *r = PyObject_CallMethodNoArgs(transport, str_is_closing);
+static int transport_idle(RtmpOutObject *self) {
+    PyObject *r = PyObject_CallNoArgs(self->is_closing);
     if (r == NULL) return -1;
     int closing = PyObject_IsTrue(r);
     Py_DECREF(r);
     if (closing != 0) return closing < 0 ? -1 : 0;
-    r = PyObject_CallMethodNoArgs(transport, str_get_write_buffer_size);
+    r = PyObject_CallNoArgs(self->get_write_buffer_size);
     if (r == NULL) return -1;
     Py_ssize_t size = PyLong_AsSsize_t(r);
     Py_DECREF(r);
@@ -732,7 +740,7 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, PyObjec
     }
     SharedMessageObject *m = (SharedMessageObject *)msg;
     if (self->transport != NULL) {
-        int idle = transport_idle(self->transport);
+        int idle = transport_idle(self);
         if (idle < 0) return -1;
         if (idle) {
             int64_t ts = timeline_at(self->timeline, dts, is_config);
