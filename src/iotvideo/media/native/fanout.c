@@ -15,6 +15,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#ifndef MSG_NOSIGNAL /* not on every platform; Python ignores SIGPIPE anyway */
+#define MSG_NOSIGNAL 0
+#endif
+
 #define MAX_WHOLE 4        /* SharedMessage.MAX_HEADERS */
 #define EXT_TS 0xFFFFFFu   /* a timestamp field at or above this goes in the extended field */
 #define JUMP_BACK_MS 5000  /* timeline.JUMP_BACK_MS */
