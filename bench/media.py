@@ -67,6 +67,7 @@ from iotvideo.media.rtmp import (  # noqa: E402
 )
 
 DOCS = ROOT / "docs" / "benchmarks.md"
+NATIVE = "1"  # IOTVIDEO_NATIVE for the iotvideo server ("0" with --python)
 MARK_BEGIN = "<!-- bench/media.py:begin -->"
 MARK_END = "<!-- bench/media.py:end -->"
 SEI_UUID = b"iotvideo-g2g-ts\x00"  # 16 bytes
@@ -265,7 +266,7 @@ def start_iotvideo(tmp: Path) -> Server:
     data = tmp / "iotvideo"
     data.mkdir()
     http, rtmp = free_port(), free_port()
-    env = {**os.environ, "IOTVIDEO_LOG_LEVEL": "warning", "IOTVIDEO_MQTT_PORT": str(free_port()),
+    env = {**os.environ, "IOTVIDEO_LOG_LEVEL": "warning", "IOTVIDEO_NATIVE": NATIVE, "IOTVIDEO_MQTT_PORT": str(free_port()),
            "IOTVIDEO_MQTT_TLS_PORT": str(free_port()), "IOTVIDEO_RTMP_PORT": str(rtmp)}
     exe = Path(sys.executable).with_name("iotvideo")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "iotvideo.cli"]
@@ -763,7 +764,17 @@ def machine() -> dict[str, Any]:
     except ImportError:
         loop = "asyncio"
     return {"commit": commit or "-", "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "nginx": nginx_v, "libnginx_mod_rtmp": mod_v, "loadgen_loop": loop}
+            "python": platform.python_version(), "nginx": nginx_v, "libnginx_mod_rtmp": mod_v, "loadgen_loop": loop,
+            "implementation": implementation()}
+
+
+def implementation() -> str:
+    """What the iotvideo server runs the media hot path with (``--python``: the pure-Python path)."""
+    if NATIVE == "0":
+        return "pure Python (IOTVIDEO_NATIVE=0)"
+    from iotvideo.media import accel
+
+    return accel.describe()
 
 
 def best_players(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -776,7 +787,8 @@ def best_players(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"bench": "media", "quick": args.quick, "streams": args.streams}
+    out: dict[str, Any] = {"bench": "media", "quick": args.quick, "streams": args.streams,
+                           "iotvideo_implementation": implementation()}
     for name, r in results.items():
         key = "iotvideo" if name == "iotvideo" else "nginx_rtmp"
         s = r["streams"]
@@ -878,7 +890,8 @@ Command: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).
 
 Machine: {mach['cpu']}, {mach['cores']} cores, kernel {mach['kernel']}, Python {mach['python']},
 nginx {mach['nginx']} with libnginx-mod-rtmp {mach['libnginx_mod_rtmp']} (one worker, `live on`,
-chunk_size 4096); iotvideo at {mach['commit']} (`iotvideo serve`, log level warning, one process).
+chunk_size 4096); iotvideo at {mach['commit']} (`iotvideo serve`, log level warning, one process;
+{mach['implementation']}).
 Both servers ran on the same machine, one after the other, under the same load from one
 load-generator process (asyncio, {mach['loadgen_loop']}; our sans-IO RTMP client) replaying
 pre-encoded H.264 (1 s GOP, no B-frames, no audio; 720p ≈ {summary.get('_kbps_2m')} kbit/s and
@@ -942,7 +955,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=None, help="measurement window per step")
     ap.add_argument("--only", choices=["iotvideo", "nginx"], default=None)
     ap.add_argument("--write-docs", action="store_true", help="write the section in docs/benchmarks.md")
+    ap.add_argument("--python", action="store_true", help="run iotvideo's media hot path in pure Python (IOTVIDEO_NATIVE=0)")
     args = ap.parse_args()
+    global NATIVE
+    NATIVE = "0" if args.python else "1"
     args.streams = args.streams or (50 if args.quick else 200)
     args.seconds = args.seconds or (6.0 if args.quick else 10.0)
     args.steps = [50, 100, 200] if args.quick else [50, 100, 200, 400]
@@ -987,7 +1003,7 @@ def main() -> int:
     print(tbl)
     (cache / "last.json").write_text(json.dumps({"results": results, "summary": summary}, indent=1))
     if args.write_docs:
-        cmd = ".venv/bin/python bench/media.py" + (" --quick" if args.quick else "") + " --write-docs"
+        cmd = ".venv/bin/python bench/media.py" + (" --quick" if args.quick else "") + (" --python" if args.python else "") + " --write-docs"
         write_docs(cmd, machine(), tbl, summary)
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}), flush=True)
     return 0
