@@ -361,7 +361,9 @@ class _RtmpConnection:
         if accel.RtmpOut is None:
             return None
         sock = transport.get_extra_info("socket")
-        fd = sock.fileno() if sock is not None else -1
+        # never past a TLS layer (its socket carries records, not our bytes): write() only
+        plain = sock is not None and transport.get_extra_info("ssl_object") is None
+        fd = sock.fileno() if plain else -1
         return accel.RtmpOut(transport.write, self._out, self._writer, stream_id, timeline, message,
                              transport=transport, fd=fd)
 
