@@ -297,3 +297,18 @@ def test_direct_sends_over_a_real_socket_keep_order_when_the_socket_fills() -> N
         server.close()
 
     uvloop.run(go())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the failing message()'s error
+def test_fanout_a_failing_message_builder_refuses_instead_of_raising() -> None:
+    def broken(f: MediaFrame) -> Any:
+        raise RuntimeError("builder bug")
+
+    fan = native.Fanout()
+    good = _player(lambda f: native.SharedMessage(6, 9, f.data))
+    bad = _player(broken)
+    a, b = object(), object()
+    fan.add(a, good[0], 1 << 20)
+    fan.add(b, bad[0], 1 << 20)
+    assert fan.send(_frame(0)) == [b]  # the publisher's call does not fail; that player queues the frame
+    assert len(good[1].data) == 1 and not bad[1].data and len(fan) == 1

@@ -976,7 +976,12 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
             PyList_GET_SIZE(out->pending) == 0) {
             if (out->message != last_fn) {
                 PyObject *msg = PyObject_CallOneArg(out->message, frame);
-                if (msg == NULL) goto error;
+                if (msg == NULL) { /* its message() failed: reported, and it refuses the frame */
+                    PyErr_WriteUnraisable(out->message);
+                    Py_CLEAR(last_fn);
+                    Py_CLEAR(last_msg);
+                    goto refuse;
+                }
                 Py_XSETREF(last_msg, msg);
                 Py_XSETREF(last_fn, Py_NewRef(out->message));
             }
@@ -990,7 +995,9 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
                 ok = 0;
             }
         }
-        if (ok || self->entries[i].dead) continue;
+        if (ok) continue;
+    refuse:
+        if (self->entries[i].dead) continue; /* discarded meanwhile: nobody to queue it for */
         if (refused == NULL && (refused = PyList_New(0)) == NULL) goto error;
         if (PyList_Append(refused, self->entries[i].sub) < 0) goto error;
         self->entries[i].dead = 1;
