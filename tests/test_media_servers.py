@@ -67,8 +67,11 @@ class MediaNode:
         self.endpoint = MediaEndpoint(settings, StaticAuthorizer(signer=self.signer),
                                       hls=HlsConfig(segment_target=1.0))
         self.http_port = free_port()
+        from iotvideo.http_protocol import protocol_class
+
         config = uvicorn.Config(Starlette(routes=self.endpoint.routes), host="127.0.0.1", port=self.http_port,
-                                log_config=None, lifespan="off", access_log=False)
+                                log_config=None, lifespan="off", access_log=False,
+                                http=protocol_class(lambda path: None))  # as ``iotvideo serve``: HTTP-FLV direct writes
         self.http = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop
         try:  # what ``iotvideo serve`` runs on (uvicorn's loop="auto")
@@ -669,6 +672,82 @@ def test_a_player_that_does_not_read_never_holds_back_the_publisher_or_other_pla
         assert stats["player-slow"].dropped_out > 0
         for peer in (publisher, slow, fast):
             peer.close()
+
+    node.run(main())
+
+
+def _flv_tags(body: bytes) -> list[tuple[int, int, bytes]]:
+    """(type, timestamp, body) of each tag of an FLV byte stream (header first), checking PreviousTagSize."""
+    assert body[:3] == b"FLV"
+    pos, tags = 13, []
+    while pos + 11 <= len(body):
+        kind, size = body[pos], int.from_bytes(body[pos + 1:pos + 4], "big")
+        ts = int.from_bytes(body[pos + 4:pos + 7], "big") | body[pos + 7] << 24
+        if pos + 11 + size + 4 > len(body):
+            break
+        tags.append((kind, ts, body[pos + 11:pos + 11 + size]))
+        assert int.from_bytes(body[pos + 11 + size:pos + 15 + size], "big") == 11 + size
+        pos += 15 + size
+    return tags
+
+
+def test_http_flv_players_get_every_frame_in_order_directly_or_after_a_stall(node: MediaNode) -> None:
+    """HTTP-FLV players are written each frame from the publisher's call (one HTTP chunk per frame)
+    while they keep up; one that stops reading gets frames through its queue, and both see the
+    frames in publishing order with non-decreasing times (no frame passes another)."""
+    config = encode_video(av, Codec.H264, frames=1)[0]
+    frames = [config] + [
+        MediaFrame(Codec.H264, 40 * i, 40 * i, struct.pack(">I", 60_000) + (b"\x65" if i % 25 == 0 else b"\x41")
+                   + struct.pack(">I", i) + bytes(59_995), keyframe=i % 25 == 0)
+        for i in range(200)
+    ]
+    name = "flvdirect"
+
+    async def main() -> None:
+        publisher = await RtmpPeer.open(node.rtmp_port)
+        sid, _ = await publisher.stream("publish", f"{name}?token={node.signer.issue('push', name, 60)}")
+        await push_frames(publisher, sid, frames[:26], realtime=False)
+        bodies = {"steady": bytearray(), "stalled": bytearray()}
+        stall = asyncio.Event()
+
+        async def play(kind: str) -> None:
+            sock = socket.socket()
+            if kind == "stalled":  # a small receive window: the server's socket fills when it stops reading
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", node.http_port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            token = node.signer.issue("play", name, 60)
+            writer.write(f"GET /live/{name}.flv?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower(), head
+            while True:  # the chunked body
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                if size == 0:
+                    break
+                bodies[kind] += (await reader.readexactly(size + 2))[:-2]
+                if kind == "stalled" and len(bodies[kind]) > 1_000_000 and not stall.is_set():
+                    stall.set()  # stops reading for 4.5 s while 7 MB of frames keep coming: more than the
+                    await asyncio.sleep(4.5)  # socket holds (4 MB), so they go through its queue (or are skipped)
+            writer.close()
+
+        players = [asyncio.create_task(play(k)) for k in bodies]
+        await asyncio.sleep(0.5)
+        await push_frames(publisher, sid, frames[26:])
+        await asyncio.sleep(2.5)
+        publisher.conn.delete_stream(sid)
+        await publisher.flush()
+        await asyncio.wait_for(asyncio.gather(*players), 20)
+        publisher.close()
+        for kind, body in bodies.items():
+            video = [(ts, data) for t, ts, data in _flv_tags(bytes(body)) if t == 9 and data[1] == 1]
+            numbers = [struct.unpack(">I", data[10:14])[0] for _, data in video]
+            assert numbers == sorted(set(numbers)), (kind, numbers)  # in order, none twice
+            times = [ts for ts, _ in video]
+            assert times == sorted(times), kind
+            assert numbers[-1] == 199, (kind, numbers[-5:])  # got to the end
+            if kind == "steady":
+                assert numbers == list(range(numbers[0], 200)), kind  # every frame
 
     node.run(main())
 

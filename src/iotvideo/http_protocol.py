@@ -92,6 +92,8 @@ class FastHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.url, self.expect_100_continue, self.headers = url, expect, headers
         self.scope["headers"] = headers
+        # a streaming response may write its body chunks itself (media/http_play.py, HTTP-FLV)
+        self.scope["extensions"] = {"iotvideo.transport": self.transport}  # type: ignore[typeddict-unknown-key]
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -29,6 +29,7 @@ from .auth import MediaAuthError, MediaAuthorizer, PlayGrant, play_grant
 from .codecs import CodecError
 from .flv import FlvMuxer, frame_tail
 from .hls import HlsPackager, render_multivariant
+from .frames import MediaFrame
 from .hub import FrameMemo, HlsSink, HubClosed, HubKey, HubRegistry, StreamHub, Subscription
 
 __all__ = ["FLV_APP", "HLS_APP", "HlsSession", "HlsSessions", "PlayRoutes"]
@@ -43,6 +44,10 @@ _MEDIA_TYPES: Final = {".mp4": "video/mp4", ".m4s": "video/iso.segment"}
 _NAME: Final = re.compile(r"[^\x00-\x20\x7f?#]{1,255}")
 _RESOURCE: Final = re.compile(r"^(?:init\d*\.mp4|seg\d+\.m4s|part\d+\.m4s)$")
 _MAX_PART_INDEX: Final = 1000
+TRANSPORT_EXTENSION: Final = "iotvideo.transport"
+"""ASGI scope extension where our HTTP protocol (``iotvideo.http_protocol``) puts the connection's
+transport: a streaming response may write its body chunks to it directly (HTTP-FLV does)."""
+_FLV_DIRECT_HIGH: Final = 1 << 20  # a player whose socket holds more than this gets frames through its queue
 
 
 @dataclass(slots=True)
@@ -147,6 +152,22 @@ class _FlvStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = self.sub
         watcher = asyncio.create_task(self._watch(receive))
+        transport = scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
+        sending = False  # frames taken from the queue are being sent: a direct write would pass them
+        muxer = self.muxer
+
+        def take(f: MediaFrame) -> bool:
+            """Direct delivery (``Subscription.deliver_to``): one HTTP chunk per frame, written from
+            the publisher's call while the socket keeps up; else the frame goes to the queue."""
+            if sending or transport.is_closing() or transport.get_write_buffer_size() > _FLV_DIRECT_HIGH:
+                return False
+            try:
+                header, tail = muxer.frame_parts(f)
+            except flvtags.FlvError:
+                return True  # as the queued path does: a frame FLV cannot carry is skipped
+            transport.writelines((b"%x\r\n" % (len(header) + len(tail)), header, tail, b"\r\n"))
+            return True
+
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             started = False
@@ -159,18 +180,26 @@ class _FlvStream(Response):
                     stats = self.hub.stats()
                     has_video = stats.video_codec is not None or any(f.is_video for f in frames)
                     has_audio = stats.audio_codec is not None or any(f.is_audio for f in frames)
-                    out.append(self.muxer.start(has_audio=has_audio, has_video=has_video))
+                    out.append(muxer.start(has_audio=has_audio, has_video=has_video))
                     started = True
                 for f in frames:
                     try:
-                        out.extend(self.muxer.frame_parts(f))
+                        out.extend(muxer.frame_parts(f))
                     except flvtags.FlvError:
                         continue
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                sending = True
+                try:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                finally:
+                    sending = False
+                if transport is not None:  # from now on frames go straight out while the player keeps up
+                    sub.deliver_to(take)
+            sub.deliver_to(None)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the player went away
         finally:
+            sub.deliver_to(None)
             watcher.cancel()
             sub.close()
 
