@@ -312,3 +312,83 @@ def test_fanout_a_failing_message_builder_refuses_instead_of_raising() -> None:
     fan.add(b, bad[0], 1 << 20)
     assert fan.send(_frame(0)) == [b]  # the publisher's call does not fail; that player queues the frame
     assert len(good[1].data) == 1 and not bad[1].data and len(fan) == 1
+
+
+class FakeTransport:
+    """What FlvOut asks of a transport, without a socket (so every frame goes through write())."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.buffered = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, pos = bytearray(), 0
+    while pos < len(data):
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos:end], 16)
+        out += data[end + 2:end + 2 + size]
+        assert data[end + 2 + size:end + 4 + size] == b"\r\n"
+        pos = end + 4 + size
+    return bytes(out)
+
+
+def test_flv_out_writes_what_the_python_muxer_writes_one_chunk_per_frame() -> None:
+    from iotvideo.media import flvtags
+    from iotvideo.media.flv import FlvMuxer, frame_tail
+    from iotvideo.media.hub import FrameMemo
+    from test_fmp4_hls import audio_config, audio_frame, video_config, video_frame
+
+    tails = FrameMemo(frame_tail)
+    frames = [video_config(), audio_config(), video_frame(1000, True), audio_frame(1010), video_frame(1040, False),
+              video_frame(1000 + 20_000, False), audio_frame(990)]  # a jump ahead; audio a little behind
+    t = FakeTransport()
+    out = native.FlvOut(t.write, native.Timeline(), tails, transport=t)
+    for f in frames:
+        assert out(f) is True
+    assert len(t.data) == len(frames)  # one HTTP chunk each
+    reference = FlvMuxer(tails=tails)
+    assert _dechunk(b"".join(t.data)) == b"".join(reference.frame(f) for f in frames)
+    assert out.frames_out == len(frames) and out.direct_sends == 0  # no socket: through write()
+    t.buffered = (1 << 20) + 1
+    assert out(video_frame(1080, False)) is False  # over max_buffer: queue it
+    t.buffered, t.closing = 0, True
+    assert out(video_frame(1080, False)) is False
+    t.closing = False
+    out.paused = True
+    assert out(video_frame(1080, False)) is False
+    out.paused = False
+
+    def no_flv(f: MediaFrame) -> bytes:
+        raise flvtags.FlvError("cannot be carried")
+
+    skipping = native.FlvOut(t.write, native.Timeline(), no_flv, transport=t)
+    before = len(t.data)
+    assert skipping(video_frame(0, True)) is True and len(t.data) == before  # skipped, as the queued path does
+
+
+def test_fanout_feeds_rtmp_and_flv_players_together() -> None:
+    from iotvideo.media.flv import frame_tail
+
+    fan = native.Fanout()
+    rtmp = _player(lambda f: native.SharedMessage(6, 9, f.data))
+    t = FakeTransport()
+    flv = native.FlvOut(t.write, native.Timeline(), frame_tail, transport=t)
+    a, b = object(), object()
+    fan.add(a, rtmp[0], 1 << 20)
+    fan.add(b, flv, 1 << 20)
+    f = MediaFrame(Codec.AAC, 0, 0, b"\x21\x10")
+    assert fan.send(f) is None
+    assert len(rtmp[1].data) == 1 and len(t.data) == 1 and _dechunk(t.data[0])[0] == 8  # an audio tag
+    t.buffered = 2 << 20
+    assert fan.send(MediaFrame(Codec.AAC, 23, 23, b"\x21\x10")) == [b] and len(fan) == 1

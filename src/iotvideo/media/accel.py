@@ -46,7 +46,10 @@ ChunkWriter: type[chunk.ChunkWriter] = native.ChunkWriter if _fan else chunk.Chu
 SharedMessage: type[chunk.SharedMessage] = native.SharedMessage if _fan else chunk.SharedMessage  # type: ignore[union-attr]
 Timeline: type[timeline.Timeline] = _pick("Timeline", timeline.Timeline)
 RtmpOut: Any = native.RtmpOut if _fan else None  # type: ignore[union-attr]
+FlvOut: Any = getattr(native, "FlvOut", None) if _fan else None
 Fanout: Any = native.Fanout if _fan else None  # type: ignore[union-attr]
+FAST_OUTS: tuple[type, ...] = tuple(t for t in (RtmpOut, FlvOut) if t is not None)
+"""The C outputs a hub's ``Fanout`` feeds (``Subscription.deliver_to`` recognises them)."""
 
 
 def describe() -> str:
@@ -54,5 +57,5 @@ def describe() -> str:
     if native is None:
         return "pure Python (C accelerator " + ("switched off)" if os.environ.get("IOTVIDEO_NATIVE") else "not built)")
     parts = [n for n in ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage",
-                         "Timeline", "RtmpOut", "Fanout") if hasattr(native, n)]
+                         "Timeline", "RtmpOut", "FlvOut", "Fanout") if hasattr(native, n)]
     return "C accelerator: " + (", ".join(parts) if parts else "nothing yet")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
+from functools import partial
 from enum import IntEnum
 from typing import Any
 
 from . import flvtags
 from .frames import MediaFrame
+from .timeline import Timeline
 from .rtmp import amf0
 
 __all__ = ["FlvMuxer", "PayloadFn", "TagKind", "file_header", "frame_tail", "metadata_tag", "tag", "tag_header"]
@@ -70,10 +72,11 @@ def metadata_tag(metadata: Mapping[str, Any]) -> bytes:
 class FlvMuxer:
     """One player's FLV byte stream: ``start()`` once, then ``frame()`` per frame.
 
-    Timestamps are rebased so the first media frame is at 0 (players that join mid-stream
-    start at the beginning of their timeline); config frames before it, and frames a
-    little earlier, are clamped to 0. ``tails`` (a frame → ``frame_tail`` with these payload
-    functions) lets players share the part of each tag that does not depend on the player.
+    Timestamps are the player's ``timeline`` (``media.timeline.Timeline``, or its C twin): the
+    first media frame at 0 (players that join mid-stream start at the beginning of their
+    timeline), never jumping with the source's clock; configurations take the last time, frames
+    a little earlier keep theirs (clamped to 0). ``tails`` (a frame → ``frame_tail`` with these
+    payload functions) lets players share the part of each tag that does not depend on the player.
     """
 
     def __init__(
@@ -82,11 +85,13 @@ class FlvMuxer:
         audio_payload: PayloadFn = flvtags.audio_payload,
         *,
         tails: Callable[[MediaFrame], bytes] | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self._video_payload = video_payload
         self._audio_payload = audio_payload
-        self._tails = tails
-        self._base: int | None = None
+        self.tails: Callable[[MediaFrame], bytes] = tails or partial(
+            frame_tail, video_payload=video_payload, audio_payload=audio_payload)
+        self.timeline = timeline if timeline is not None else Timeline()
 
     def start(self, *, has_audio: bool, has_video: bool, metadata: Mapping[str, Any] | None = None) -> bytes:
         out = file_header(has_audio, has_video)
@@ -100,11 +105,6 @@ class FlvMuxer:
 
     def frame_parts(self, frame: MediaFrame) -> tuple[bytes, bytes]:
         """``frame()`` as (this player's tag header, the tail shared by every player)."""
-        if self._tails is not None:
-            tail = self._tails(frame)
-        else:
-            tail = frame_tail(frame, self._video_payload, self._audio_payload)
-        if self._base is None and not frame.is_config:
-            self._base = frame.dts
-        ts = 0 if self._base is None else max(0, frame.dts - self._base)
+        tail = self.tails(frame)
+        ts = self.timeline.at(frame)
         return tag_header(TagKind.VIDEO if frame.is_video else TagKind.AUDIO, ts, len(tail) - 4), tail

@@ -24,7 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import flvtags
+from . import accel, flvtags
 from .auth import MediaAuthError, MediaAuthorizer, PlayGrant, play_grant
 from .codecs import CodecError
 from .flv import FlvMuxer, frame_tail
@@ -155,6 +155,12 @@ class _FlvStream(Response):
         transport = scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
         sending = False  # frames taken from the queue are being sent: a direct write would pass them
         muxer = self.muxer
+        direct = None  # the C direct output, when built (the Python ``take`` below otherwise)
+        if transport is not None and accel.FlvOut is not None:
+            sock = transport.get_extra_info("socket")
+            plain = sock is not None and transport.get_extra_info("ssl_object") is None
+            direct = accel.FlvOut(transport.write, muxer.timeline, muxer.tails, transport=transport,
+                               fd=sock.fileno() if plain else -1, max_buffer=_FLV_DIRECT_HIGH)
 
         def take(f: MediaFrame) -> bool:
             """Direct delivery (``Subscription.deliver_to``): one HTTP chunk per frame, written from
@@ -175,31 +181,37 @@ class _FlvStream(Response):
                 frames = await sub.batch()
                 if not frames:
                     break
-                out: list[bytes] = []
+                parts: list[bytes] = []
                 if not started:
                     stats = self.hub.stats()
                     has_video = stats.video_codec is not None or any(f.is_video for f in frames)
                     has_audio = stats.audio_codec is not None or any(f.is_audio for f in frames)
-                    out.append(muxer.start(has_audio=has_audio, has_video=has_video))
+                    parts.append(muxer.start(has_audio=has_audio, has_video=has_video))
                     started = True
                 for f in frames:
                     try:
-                        out.extend(muxer.frame_parts(f))
+                        parts.extend(muxer.frame_parts(f))
                     except flvtags.FlvError:
                         continue
                 sending = True
+                if direct is not None:
+                    direct.paused = True
                 try:
-                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
                 finally:
                     sending = False
+                    if direct is not None:
+                        direct.paused = False
                 if transport is not None:  # from now on frames go straight out while the player keeps up
-                    sub.deliver_to(take)
+                    sub.deliver_to(take if direct is None else direct)
             sub.deliver_to(None)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the player went away
         finally:
             sub.deliver_to(None)
+            if direct is not None:
+                direct.closing = True
             watcher.cancel()
             sub.close()
 
@@ -270,8 +282,10 @@ class PlayRoutes:
         except HubClosed:
             return _error(404, "the stream is closed")
         if request.query_params.get("hevc") == "legacy":
-            return _FlvStream(hub, sub, FlvMuxer(video_payload=_legacy_video_payload, tails=self._flv_tails_legacy))
-        return _FlvStream(hub, sub, FlvMuxer(tails=self._flv_tails))
+            muxer = FlvMuxer(video_payload=_legacy_video_payload, tails=self._flv_tails_legacy, timeline=accel.Timeline())
+        else:
+            muxer = FlvMuxer(tails=self._flv_tails, timeline=accel.Timeline())
+        return _FlvStream(hub, sub, muxer)
 
     # --- HLS ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from . import accel
 from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
+from .frames import VIDEO_CODECS as _VIDEO_CODECS
 from .frames import Codec, MediaFrame
 from .hls import HlsConfig, HlsPackager
 
@@ -169,7 +170,7 @@ class Subscription:
         self._sent: dict[bool, MediaFrame] = {}
         self._taken: dict[bool, MediaFrame] = {}
         self._direct: Callable[[MediaFrame], bool] | None = None
-        self._fast: object | None = None  # ``_direct`` when it is a C ``accel.RtmpOut``: the hub's Fanout can feed it
+        self._fast: object | None = None  # ``_direct`` when it is a C output (``accel.FAST_OUTS``): the hub's Fanout feeds it
 
     # --- consumer side --------------------------------------------------------------
 
@@ -222,10 +223,10 @@ class Subscription:
         ``take`` runs inside the publisher's ``publish``: it must be quick and must not raise
         (if it does, direct delivery stops). ``None`` stops it.
 
-        A C ``accel.RtmpOut`` as ``take`` lets the hub feed this subscription from its ``Fanout``
+        A C ``accel.RtmpOut`` or ``accel.FlvOut`` as ``take`` lets the hub feed this subscription from its ``Fanout``
         (one C call per frame for all such players) while it keeps up."""
         self._direct = take
-        self._fast = take if accel.RtmpOut is not None and isinstance(take, accel.RtmpOut) else None
+        self._fast = take if accel.FAST_OUTS and isinstance(take, accel.FAST_OUTS) else None
         if self._fast is None:
             self.hub._fan_leave(self)
 
@@ -551,8 +552,10 @@ class StreamHub:
             rate = self._rate_bytes * 8 / (now - self._rate_start)
             self._bitrate = rate if self._bitrate == 0.0 else 0.5 * self._bitrate + 0.5 * rate
             self._rate_start, self._rate_bytes = now, 0
-        if frame.is_config:
-            if frame.is_video:
+        codec = frame.codec
+        is_config = frame.is_config
+        if is_config:
+            if codec in _VIDEO_CODECS:
                 if _same_config(self._video_cfg, frame):
                     return
                 self._video_cfg = frame
@@ -565,22 +568,22 @@ class StreamHub:
             if self._gops:
                 self._cache(frame)
             sync = False
-        elif frame.is_video:
+        elif codec in _VIDEO_CODECS:
             self._has_video = True
             sync = frame.keyframe
             if sync:
                 self._new_gop(frame)
             elif self._gops:
                 self._cache(frame)
-            if self._video_codec is not frame.codec:
-                self._video_codec = frame.codec
+            if self._video_codec is not codec:
+                self._video_codec = codec
         else:
             sync = not self._has_video  # in an audio-only stream every frame is a starting point
             if self._gops:
                 self._cache(frame)
-            if self._audio_codec is not frame.codec:
-                self._audio_codec = frame.codec
-                if frame.sample_rate and frame.codec is not Codec.AAC:
+            if self._audio_codec is not codec:
+                self._audio_codec = codec
+                if frame.sample_rate and codec is not Codec.AAC:
                     self._audio_format = (frame.sample_rate, frame.channels)
         for sink in self._sinks_t:
             try:
@@ -590,8 +593,8 @@ class StreamHub:
                 if sink.errors == 1:
                     log.exception("stream %s: a sink failed (further failures are only counted)", self.path)
         fan = self._fan
-        if fan and not frame.is_config:  # members first, in one C call; those that refuse queue it
-            slow = self._slow_subs(fan)
+        if fan and not is_config:  # members first, in one C call; those that refuse queue it
+            slow = self._slow_t if fan.version == self._fan_version else self._slow_subs(fan)
             refused = fan.send(frame)
             if refused is not None:
                 for sub in refused:
@@ -693,14 +696,16 @@ class StreamHub:
         gop.frames.append(frame)
         gop.nbytes += size
         self._cache_bytes += size
-        if gop.nbytes > self.config.gop_max_bytes or (
-            not frame.is_config and frame.dts - gop.start_dts > self.config.gop_max_ms
+        config = self.config
+        if gop.nbytes > config.gop_max_bytes or (
+            not frame.is_config and frame.dts - gop.start_dts > config.gop_max_ms
         ):
             log.debug("stream %s: GOP over its bounds, not cached until the next key frame", self.path)
             self._clear_cache()
             return
-        while len(gops) > 1 and self._cache_bytes > self.config.cache_max_bytes:
-            self._cache_bytes -= gops.popleft().nbytes
+        if self._cache_bytes > config.cache_max_bytes:
+            while len(gops) > 1 and self._cache_bytes > config.cache_max_bytes:
+                self._cache_bytes -= gops.popleft().nbytes
 
     def _frames_from(self, index: int) -> list[MediaFrame]:
         gops = self._gops

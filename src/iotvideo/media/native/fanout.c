@@ -602,9 +602,11 @@ typedef struct {
     PyObject *get_write_buffer_size;
     int fd;
     long long direct_sends;
+    int flv;              /* an FlvOut (same layout): writer, pending, stream_id unused */
+    Py_ssize_t max_buffer; /* FlvOut: refused while the transport holds more than this */
 } RtmpOutObject;
 
-static PyTypeObject RtmpOutType;
+static PyTypeObject RtmpOutType, FlvOutType;
 
 static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"write", "pending", "writer", "stream_id", "timeline", "message", "transport", "fd", NULL};
@@ -735,7 +737,10 @@ static int rtmpout_write_rest(RtmpOutObject *self, SharedMessageObject *msg, con
     return r;
 }
 
-static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, PyObject *msg) {
+static int flvout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_video, PyObject *tail);
+
+static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_video, PyObject *msg) {
+    if (self->flv) return flvout_send(self, dts, is_config, is_video, msg);
     if (self->paused || self->closing || self->write == NULL || PyList_GET_SIZE(self->pending) != 0) return 0;
     if (msg == Py_None) return 1; /* a frame RTMP cannot carry: nothing to write */
     if (!PyObject_TypeCheck(msg, &SharedMessageType)) {
@@ -787,6 +792,155 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, PyObjec
     return 1;
 }
 
+/* --- FlvOut: an HTTP-FLV player (chunked transfer encoding), same layout as RtmpOut ------------ */
+
+static PyObject *str_is_video, *FlvError; /* flvtags.FlvError, looked up on first use */
+
+/* Send one frame as one HTTP chunk: "<size hex>\r\n", the 11-byte tag header (this player's time),
+ * the shared tail (tag body + PreviousTagSize), "\r\n". 1 sent, 0 refused, -1 error. */
+static int flvout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_video, PyObject *tail) {
+    if (self->paused || self->closing || self->write == NULL) return 0;
+    if (tail == Py_None) return 1; /* a frame FLV cannot carry: skipped */
+    if (!PyBytes_Check(tail) || PyBytes_GET_SIZE(tail) < 4 || PyBytes_GET_SIZE(tail) - 4 > 0xFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "FlvOut: tails() must give a tag body + PreviousTagSize under 16 MiB");
+        return -1;
+    }
+    int idle = 0;
+    if (self->transport != NULL) {
+        PyObject *r = PyObject_CallNoArgs(self->is_closing);
+        if (r == NULL) return -1;
+        int closing = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (closing != 0) return closing < 0 ? -1 : 0;
+        r = PyObject_CallNoArgs(self->get_write_buffer_size);
+        if (r == NULL) return -1;
+        Py_ssize_t buffered = PyLong_AsSsize_t(r);
+        Py_DECREF(r);
+        if (buffered == -1 && PyErr_Occurred()) return -1;
+        if (buffered > self->max_buffer) return 0;
+        idle = buffered == 0 && self->fd >= 0;
+    }
+    uint32_t ts = (uint32_t)timeline_at(self->timeline, dts, is_config);
+    Py_ssize_t n = PyBytes_GET_SIZE(tail);
+    uint8_t header[11];
+    header[0] = is_video ? 9 : 8;
+    put_be24(header + 1, (uint32_t)(n - 4));
+    put_be24(header + 4, ts & 0xFFFFFF);
+    header[7] = (uint8_t)(ts >> 24);
+    header[8] = header[9] = header[10] = 0;
+    char line[24];
+    int line_len = snprintf(line, sizeof line, "%zx\r\n", (size_t)(11 + n));
+    Py_ssize_t total = line_len + 11 + n + 2;
+    Py_ssize_t sent = 0;
+    if (idle) {
+        struct iovec iov[4] = {{line, (size_t)line_len}, {header, 11}, {PyBytes_AS_STRING(tail), (size_t)n},
+                               {"\r\n", 2}};
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = 4;
+        for (;;) {
+            ssize_t r = sendmsg(self->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r >= 0) {
+                sent = r;
+                break;
+            }
+            if (errno == EINTR) continue;
+            sent = 0; /* would block, or an error the transport will meet too */
+            break;
+        }
+        if (sent > 0) self->direct_sends++;
+    }
+    if (sent < total) { /* through the transport: all of it, or what the kernel did not take */
+        PyObject *whole = PyBytes_FromStringAndSize(NULL, total - sent);
+        if (whole == NULL) return -1;
+        char *w = PyBytes_AS_STRING(whole);
+        Py_ssize_t skip = sent;
+        const struct { const char *p; Py_ssize_t len; } parts[4] = {
+            {line, line_len}, {(const char *)header, 11}, {PyBytes_AS_STRING(tail), n}, {"\r\n", 2}};
+        for (int k = 0; k < 4; k++) {
+            Py_ssize_t from = skip < parts[k].len ? skip : parts[k].len;
+            memcpy(w, parts[k].p + from, (size_t)(parts[k].len - from));
+            w += parts[k].len - from;
+            skip -= from;
+        }
+        int r = rtmpout_write(self, whole);
+        Py_DECREF(whole);
+        if (r < 0) return -1;
+    }
+    self->frames_out++;
+    self->bytes_out += total;
+    return 1;
+}
+
+static int frame_is_video(PyObject *frame) {
+    PyObject *v = PyObject_GetAttr(frame, str_is_video);
+    if (v == NULL) return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int FlvOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"write", "timeline", "tails", "transport", "fd", "max_buffer", NULL};
+    PyObject *write, *timeline, *tails, *transport = Py_None;
+    int fd = -1;
+    Py_ssize_t max_buffer = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O|$Oin:FlvOut", kwlist, &write, &TimelineType, &timeline, &tails,
+                                     &transport, &fd, &max_buffer))
+        return -1;
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->is_closing);
+    Py_CLEAR(self->get_write_buffer_size);
+    if (transport != Py_None) {
+        if ((self->is_closing = PyObject_GetAttr(transport, str_is_closing)) == NULL) return -1;
+        if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
+        self->transport = Py_NewRef(transport);
+    }
+    self->fd = transport != Py_None ? fd : -1;
+    self->flv = 1;
+    self->max_buffer = max_buffer;
+    Py_XSETREF(self->write, Py_NewRef(write));
+    Py_XSETREF(self->timeline, (TimelineObject *)Py_NewRef(timeline));
+    Py_XSETREF(self->message, Py_NewRef(tails));
+    return 0;
+}
+
+/* FlvOut(frame) -> bool, as Subscription.deliver_to expects; a frame FLV cannot carry is skipped. */
+static PyObject *FlvOut_call(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *frame;
+    if (!PyArg_ParseTuple(args, "O:FlvOut", &frame)) return NULL;
+    if (self->paused || self->closing || self->write == NULL) Py_RETURN_FALSE;
+    int64_t dts = 0;
+    int is_config;
+    if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
+    int is_video = frame_is_video(frame);
+    if (is_video < 0) return NULL;
+    PyObject *tail = PyObject_CallOneArg(self->message, frame);
+    if (tail == NULL) {
+        if (FlvError == NULL) { /* looked up once, keeping the exception being handled */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyObject *m = PyImport_ImportModule("iotvideo.media.flvtags");
+            if (m != NULL) {
+                FlvError = PyObject_GetAttrString(m, "FlvError");
+                Py_DECREF(m);
+            }
+            PyErr_Clear();
+            PyErr_Restore(type, value, tb);
+        }
+        if (FlvError != NULL && PyErr_ExceptionMatches(FlvError)) {
+            PyErr_Clear();
+            Py_RETURN_TRUE;
+        }
+        return NULL;
+    }
+    int ok = flvout_send(self, dts, is_config, is_video, tail);
+    Py_DECREF(tail);
+    if (ok < 0) return NULL;
+    return PyBool_FromLong(ok);
+}
+
 /* take(frame) -> bool, as Subscription.deliver_to expects. */
 static PyObject *RtmpOut_call(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
     PyObject *frame;
@@ -797,7 +951,7 @@ static PyObject *RtmpOut_call(RtmpOutObject *self, PyObject *args, PyObject *kwd
     if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
     PyObject *msg = PyObject_CallOneArg(self->message, frame);
     if (msg == NULL) return NULL;
-    int ok = rtmpout_send(self, dts, is_config, msg);
+    int ok = rtmpout_send(self, dts, is_config, 0, msg);
     Py_DECREF(msg);
     if (ok < 0) return NULL;
     return PyBool_FromLong(ok);
@@ -829,6 +983,24 @@ static PyTypeObject RtmpOutType = {
     .tp_traverse = (traverseproc)RtmpOut_traverse,
     .tp_clear = (inquiry)RtmpOut_clear,
     .tp_call = (ternaryfunc)RtmpOut_call,
+    .tp_members = RtmpOut_members,
+};
+
+static PyTypeObject FlvOutType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.FlvOut",
+    .tp_doc = PyDoc_STR("FlvOut(write, timeline, tails, *, transport=None, fd=-1, max_buffer=1 MiB): one HTTP-FLV "
+                        "player's direct delivery (a chunked response body): call it with a frame (True: sent or "
+                        "skipped, False: refused, queue it). Frames go straight to the socket while the transport "
+                        "holds nothing; refused while it holds more than max_buffer."),
+    .tp_basicsize = sizeof(RtmpOutObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FlvOut_init,
+    .tp_dealloc = (destructor)RtmpOut_dealloc,
+    .tp_traverse = (traverseproc)RtmpOut_traverse,
+    .tp_clear = (inquiry)RtmpOut_clear,
+    .tp_call = (ternaryfunc)FlvOut_call,
     .tp_members = RtmpOut_members,
 };
 
@@ -898,8 +1070,8 @@ static void fanout_remove_at(FanoutObject *self, Py_ssize_t i) {
 }
 
 static PyObject *Fanout_add(FanoutObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyObject_TypeCheck(args[1], &RtmpOutType)) {
-        PyErr_SetString(PyExc_TypeError, "add(sub, out: RtmpOut, max_bytes)");
+    if (nargs != 3 || !(PyObject_TypeCheck(args[1], &RtmpOutType) || PyObject_TypeCheck(args[1], &FlvOutType))) {
+        PyErr_SetString(PyExc_TypeError, "add(sub, out: RtmpOut | FlvOut, max_bytes)");
         return NULL;
     }
     Py_ssize_t max_bytes = PyLong_AsSsize_t(args[2]);
@@ -964,6 +1136,7 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
     if (size < 0) return NULL;
     PyObject *refused = NULL;
     PyObject *last_fn = NULL, *last_msg = NULL; /* message() of the previous player, usually everyone's */
+    int is_video = -1;                          /* asked of the frame when an FlvOut needs it */
     PyObject *result = NULL;
     self->sending = 1;
     /* members are addressed by index and re-read after every call out: a write may run Python code
@@ -973,7 +1146,11 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
         RtmpOutObject *out = self->entries[i].out;
         int ok = 0;
         if (size <= self->entries[i].max_bytes && !out->paused && !out->closing && out->write != NULL &&
-            PyList_GET_SIZE(out->pending) == 0) {
+            (out->pending == NULL || PyList_GET_SIZE(out->pending) == 0)) {
+            if (out->flv && is_video < 0 && (is_video = frame_is_video(frame)) < 0) {
+                PyErr_WriteUnraisable(frame);
+                goto refuse;
+            }
             if (out->message != last_fn) {
                 PyObject *msg = PyObject_CallOneArg(out->message, frame);
                 if (msg == NULL) { /* its message() failed: reported, and it refuses the frame */
@@ -986,7 +1163,7 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
                 Py_XSETREF(last_fn, Py_NewRef(out->message));
             }
             Py_INCREF(out);
-            ok = rtmpout_send(out, dts, is_config, last_msg);
+            ok = rtmpout_send(out, dts, is_config, is_video, last_msg);
             Py_DECREF(out);
             if (ok < 0) {
                 /* this player's transport raised: reported here, and it leaves the set like a refusal
@@ -1065,8 +1242,9 @@ int native_init_fanout(PyObject *module) {
     if ((str_data = PyUnicode_InternFromString("data")) == NULL) return -1;
     if ((str_is_closing = PyUnicode_InternFromString("is_closing")) == NULL) return -1;
     if ((str_get_write_buffer_size = PyUnicode_InternFromString("get_write_buffer_size")) == NULL) return -1;
-    PyTypeObject *types[] = {&SharedMessageType, &ChunkWriterType, &TimelineType, &RtmpOutType, &FanoutType};
-    const char *names[] = {"SharedMessage", "ChunkWriter", "Timeline", "RtmpOut", "Fanout"};
+    if ((str_is_video = PyUnicode_InternFromString("is_video")) == NULL) return -1;
+    PyTypeObject *types[] = {&SharedMessageType, &ChunkWriterType, &TimelineType, &RtmpOutType, &FlvOutType, &FanoutType};
+    const char *names[] = {"SharedMessage", "ChunkWriter", "Timeline", "RtmpOut", "FlvOut", "Fanout"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) return -1;
         if (PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0) return -1;
