@@ -655,7 +655,8 @@ async def phase_streams(srv: Server, clip: Clip, n: int, seconds: float) -> dict
         await asyncio.sleep(1)
 
 
-async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: float) -> list[dict[str, Any]]:
+async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: float,
+                        kind: str = "rtmp") -> list[dict[str, Any]]:
     pacer = Pacer()
     players: list[Player] = []
     out = []
@@ -665,7 +666,7 @@ async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: floa
         idle = await measure(srv, [], 2.0)
         for n in steps:
             while len(players) < n:
-                players.append(play(srv, 1))
+                players.append(play(srv, 1, kind))
                 if len(players) % 20 == 0:
                     await asyncio.sleep(0.02)
             await asyncio.sleep(2)
@@ -675,7 +676,7 @@ async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: floa
                      players_per_core=round(100 / per_player) if per_player > 0 else None,
                      publisher_only_cpu_pct=idle["server_cpu_pct"])
             out.append(m)
-            say(f"    {srv.name}: {n} players: server {m['server_cpu_pct']} % core, behind {m['players_behind']}, "
+            say(f"    {srv.name}: {n} {kind} players: server {m['server_cpu_pct']} % core, behind {m['players_behind']}, "
                 f"loadgen {m['loadgen_cpu_pct']} %")
             if m["players_behind"] > n // 2:
                 break
@@ -740,6 +741,9 @@ async def run_server(srv: Server, clips: dict[str, Clip], args: argparse.Namespa
     say(f"    {res['streams']}")
     say(f"  {srv.name}: players of one 600 kbit/s stream")
     res["players"] = await phase_players(srv, clips["600k"], args.steps, args.seconds)
+    if srv.flv_path:  # stock nginx-rtmp has no HTTP-FLV
+        say(f"  {srv.name}: HTTP-FLV players of one 600 kbit/s stream")
+        res["players_flv"] = await phase_players(srv, clips["600k"], args.steps, args.seconds, kind="flv")
     return res
 
 
@@ -798,6 +802,7 @@ def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> d
             "streams_players_behind": s["players_behind"],
             "players_per_core": bp["players_per_core"], "max_players_ok": bp["max_players_ok"],
             "cpu_pct_per_player": bp["cpu_pct_per_player"],
+            "flv_players_per_core": best_players(r["players_flv"])["players_per_core"] if r.get("players_flv") else None,
             "ttff_live_ms": {k: v["p50_ms"] for k, v in r["first_frame"].items()},
             "ttff_live_p95_ms": {k: v["p95_ms"] for k, v in r["first_frame"].items()},
             "g2g_ms": {k: v["p50_ms"] for k, v in r["g2g"].items()},
@@ -836,6 +841,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             lambda r, i=i: f"{r['players'][i]['players']}: CPU {r['players'][i]['server_cpu_pct']} %, "
                            f"{r['players'][i]['cpu_pct_per_player']} %/player, behind {r['players'][i]['players_behind']}")
     row("players per core (from CPU per player)", lambda r: best_players(r["players"])["players_per_core"])
+    row("HTTP-FLV players per core (same steps)",
+        lambda r: f"{best_players(r['players_flv'])['players_per_core']} "
+                  f"(at {r['players_flv'][-1]['players']}: behind {r['players_flv'][-1]['players_behind']})")
     for k in ("rtmp", "flv"):
         row(f"time to first key frame, live, {k}: p50 / p95 ms",
             lambda r, k=k: f"{r['first_frame'][k]['p50_ms']} / {r['first_frame'][k]['p95_ms']}")
