@@ -14,7 +14,8 @@
    * **cpu/stream**: N publishers × 2 Mbit/s (default 200, ``--quick`` 50), one RTMP player each;
      server CPU (from /proc/PID/stat, nginx master + workers) per stream;
    * **players/core**: one 600 kbit/s stream, players ramped (50, 100, 200, 400); server CPU per
-     player, players per core, and players that fell behind (< 90 % of the frames sent);
+     player, players per core, and players that fell behind (< 90 % of the frames sent); the same
+     with HTTP-FLV players (iotvideo only: stock nginx-rtmp has no HTTP-FLV);
    * **time to first frame, stream already live**: connect → first video key frame (the first
      decodable frame), RTMP (both) and HTTP-FLV (iotvideo; stock nginx-rtmp has no HTTP-FLV), n=20;
    * **glass-to-glass (network path)**: the publisher appends an SEI NAL carrying its send time
