@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from media import encode_clip, load_clip
 
-from iotvideo.media import accel, flvtags
+from iotvideo.media import accel, flvtags, rtmp_server
 from iotvideo.media.auth import StaticAuthorizer
 from iotvideo.media.hub import HubRegistry
 from iotvideo.media.rtmp import (
@@ -188,9 +188,10 @@ def main() -> int:
     ap.add_argument("--python", action="store_true", help="the pure-Python path (sets IOTVIDEO_NATIVE=0)")
     ap.add_argument("--python-ingest", action="store_true", help="chunk reader and FLV parsing in Python only")
     args = ap.parse_args()
-    if args.python_ingest:  # accel's names are looked up at each use
+    if args.python_ingest:  # accel's names, and the server's copies of them
         accel.ChunkReader = ChunkReader
         accel.parse_video_tag, accel.parse_audio_tag = flvtags.parse_video_tag, flvtags.parse_audio_tag
+        rtmp_server._parse_video, rtmp_server._parse_audio = flvtags.parse_video_tag, flvtags.parse_audio_tag
     impl = accel.describe() + (" (ingest in Python: --python-ingest)" if args.python_ingest else "")
     if args.python:  # (bench/media.py drops IOTVIDEO_* from the environment, which describe() reads)
         impl = "pure Python (--python: IOTVIDEO_NATIVE=0)"

@@ -61,6 +61,10 @@ __all__ = ["RtmpConnectionStats", "RtmpLimits", "RtmpServer"]
 
 log = logging.getLogger("iotvideo.media.rtmp")
 
+# the per-tag path (``_RtmpPeer._media``): accel's choice, looked up once
+_parse_video: Final = accel.parse_video_tag
+_parse_audio: Final = accel.parse_audio_tag
+
 _FLV_VIDEO_IDS: Final = {Codec.H264: 7, Codec.H265: 12}
 _FLV_AUDIO_IDS: Final = {Codec.AAC: 10, Codec.PCMA: 7, Codec.PCMU: 8}
 
@@ -134,6 +138,7 @@ class _RtmpPeer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self._loop = asyncio.get_running_loop()
+        self._time = self._loop.time
         self.opened_at = self.last_rx = self.last_ping = self._loop.time()
         self.connected = False  # ``connect`` answered
         self.closing = False
@@ -162,11 +167,20 @@ class _RtmpPeer(asyncio.Protocol):
         self.server._peers.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self._loop.time()
+        self.last_rx = self._time()
         self.stats.bytes_in += len(data)
         if self.closing:
             return
-        self._events.extend(self.conn.receive_data(data))
+        conn = self.conn
+        if self._events or self._busy is not None:
+            self._events.extend(conn.receive_data(data))
+        else:  # the steady state: media go straight to ``_media``, no event per message
+            events = conn.receive_media(data, self._media)
+            if not events:
+                if conn._out:  # what ``_advance`` ends with (an acknowledgement, say)
+                    self.flush()
+                return
+            self._events.extend(events)
         self._advance()
 
     def eof_received(self) -> bool | None:
@@ -285,26 +299,30 @@ class _RtmpPeer(asyncio.Protocol):
             self._refuse("publish", reason)
 
     def _on_media(self, ev: MediaData) -> None:
-        publisher = self._publishers.get(ev.stream_id)
-        if publisher is None:
+        self._media(ev.stream_id, ev.kind == "video", ev.timestamp, ev.payload)
+
+    def _media(self, stream_id: int, video: bool, timestamp: int, payload: bytes) -> None:
+        """One published audio or video tag: parsed, counted, handed to the stream's hub."""
+        publisher = self._publishers.get(stream_id)
+        if publisher is None or self.closing:
             return
-        video = ev.kind == "video"
         try:
-            if video:
-                frame, as_built = accel.parse_video_tag(ev.payload, ev.timestamp)
-            else:
-                frame, as_built = accel.parse_audio_tag(ev.payload, ev.timestamp)
-        except flvtags.UnsupportedCodec as e:
-            self.close(f"unsupported codec: {e}")
-            return
-        except flvtags.FlvError:
-            self.stats.bad_tags += 1
-            return
-        if frame is not None:
-            self.stats.frames_in += 1
-            if as_built and publisher.hub.subscribers:  # players get the tag as it came: nothing to rebuild
-                self.server.messages.put(frame, shared_video(ev.payload) if video else shared_audio(ev.payload))
-            publisher.publish(frame)
+            try:
+                frame, as_built = (_parse_video if video else _parse_audio)(payload, timestamp)
+            except flvtags.UnsupportedCodec as e:
+                self.close(f"unsupported codec: {e}")
+                return
+            except flvtags.FlvError:
+                self.stats.bad_tags += 1
+                return
+            if frame is not None:
+                self.stats.frames_in += 1
+                if as_built and publisher.hub._subs:  # players get the tag as it came: nothing to rebuild
+                    self.server.messages.put(frame, shared_video(payload) if video else shared_audio(payload))
+                publisher.publish(frame)
+        except Exception:  # as ``_advance`` does for an event (this runs inside ``receive_media`` too)
+            log.exception("rtmp %s: failed handling an event", self.peer)
+            self.close("internal error", abort=True)
 
     # --- playing -----------------------------------------------------------------------
 

@@ -621,6 +621,42 @@ class RtmpServerConnection(_RtmpConnection):
         if st is not None and st.state == _PUBLISHING:
             events.append(MediaData(stream_id, kind, timestamp, payload))
 
+    def receive_media(
+        self, data: bytes | bytearray | memoryview, on_media: Callable[[int, bool, int, bytes], object]
+    ) -> list[Event]:
+        """``receive_data`` for a publisher's steady state: each audio/video message on a publishing
+        stream that no event precedes in this call goes to ``on_media(stream_id, is_video, timestamp,
+        payload)`` at once instead of becoming a ``MediaData`` (no event built, queued and dispatched);
+        from the first event on, media become ``MediaData`` events as usual, so the order of media and
+        other events is kept. Returns the events. ``on_media`` must not raise (errors in it are the
+        caller's: they would cut the rest of ``data`` short)."""
+        if self._handshake is not None or self.closed or not data:
+            return self.receive_data(data)
+        events: list[Event] = []
+        try:
+            self._received += len(data)
+            streams = self._streams
+            for raw in self._reader.feed(data):
+                type_id = raw.type_id
+                if (
+                    (type_id == 9 or type_id == 8) and not events  # _VIDEO, _AUDIO
+                    and not self._publishes_pending and self._phase != _CONNECT_PENDING  # else held
+                ):
+                    st = streams.get(raw.stream_id)
+                    if st is not None and st.state == _PUBLISHING:
+                        on_media(raw.stream_id, type_id == 9, raw.timestamp, raw.payload)
+                    continue
+                self._on_message(raw, events)
+                if self.closed:
+                    break
+            if self._peer_window and self._received - self._acked >= self._peer_window:
+                self._acked = self._received
+                self._send_control(Acknowledgement(self._received))
+        except _PROTOCOL_ERRORS as exc:
+            self.closed = True
+            events.append(ProtocolError(str(exc)))
+        return events
+
     def _on_data(self, msg: DataMessage, events: list[Event]) -> None:
         st = self._streams.get(msg.stream_id)
         if st is None or st.state != _PUBLISHING:
