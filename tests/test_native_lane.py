@@ -255,8 +255,10 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         assert any(isinstance(e, StreamCreated) for e in events)  # the command after the media was answered
         client.send_video(sid, 120, b"\x1f\x01\x00\x00\x00")  # codec id 15: unsupported, closes
         client.send_video(sid, 160, inter_tag(22))
+        client.create_stream()  # after the close: dropped like the tag before it
         peer.data_received(client.data_to_send())
         assert peer.closing and peer.stats.closed_reason.startswith("unsupported codec")
+        assert not peer._events
         assert peer.stats.frames_in == 4 and not hub.publishing
 
     asyncio.run(run())

@@ -176,7 +176,7 @@ class _RtmpPeer(asyncio.Protocol):
             self._events.extend(conn.receive_data(data))
         else:  # the steady state: media go straight to ``_media``, no event per message
             events = conn.receive_media(data, self._media)
-            if not events:
+            if not events or self.closing:  # (closed by a tag: what followed it is dropped, as ``shutdown`` does)
                 if conn._out:  # what ``_advance`` ends with (an acknowledgement, say)
                     self.flush()
                 return
