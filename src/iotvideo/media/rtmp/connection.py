@@ -279,13 +279,17 @@ class _RtmpConnection:
                 self._on_message(raw, events)
                 if self.closed:
                     break
-            if self._peer_window and self._received - self._acked >= self._peer_window:
-                self._acked = self._received
-                self._send_control(Acknowledgement(self._received))
+            self._acknowledge()
         except _PROTOCOL_ERRORS as exc:
             self.closed = True
             events.append(ProtocolError(str(exc)))
         return events
+
+    def _acknowledge(self) -> None:
+        """Acknowledge what was received once the peer's window is reached."""
+        if self._peer_window and self._received - self._acked >= self._peer_window:
+            self._acked = self._received
+            self._send_control(Acknowledgement(self._received))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
@@ -649,9 +653,7 @@ class RtmpServerConnection(_RtmpConnection):
                 self._on_message(raw, events)
                 if self.closed:
                     break
-            if self._peer_window and self._received - self._acked >= self._peer_window:
-                self._acked = self._received
-                self._send_control(Acknowledgement(self._received))
+            self._acknowledge()
         except _PROTOCOL_ERRORS as exc:
             self.closed = True
             events.append(ProtocolError(str(exc)))
