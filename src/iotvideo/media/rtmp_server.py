@@ -177,7 +177,7 @@ class _RtmpPeer(asyncio.Protocol):
         else:  # the steady state: media go straight to ``_media``, no event per message
             events = conn.receive_media(data, self._media)
             if not events or self.closing:  # (closed by a tag: what followed it is dropped, as ``shutdown`` does)
-                if conn._out:  # what ``_advance`` ends with (an acknowledgement, say)
+                if conn.bytes_to_send:  # what ``_advance`` ends with (an acknowledgement, say)
                     self.flush()
                 return
             self._events.extend(events)
