@@ -608,6 +608,21 @@ typedef struct {
 
 static PyTypeObject RtmpOutType, FlvOutType;
 
+/* Direct sends go to ``fd`` while ``transport`` (its bound methods kept) holds nothing; without a
+ * transport (None) or an fd (-1) every message goes through write(). */
+static int out_set_transport(RtmpOutObject *self, PyObject *transport, int fd) {
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->is_closing);
+    Py_CLEAR(self->get_write_buffer_size);
+    self->fd = -1;
+    if (transport == Py_None) return 0;
+    if ((self->is_closing = PyObject_GetAttr(transport, str_is_closing)) == NULL) return -1;
+    if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
+    self->transport = Py_NewRef(transport);
+    self->fd = fd;
+    return 0;
+}
+
 static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"write", "pending", "writer", "stream_id", "timeline", "message", "transport", "fd", NULL};
     PyObject *write, *pending, *writer, *timeline, *message, *transport = Py_None;
@@ -617,16 +632,7 @@ static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
                                      &ChunkWriterType, &writer, &stream_id, &TimelineType, &timeline, &message,
                                      &transport, &fd))
         return -1;
-    Py_CLEAR(self->transport);
-    Py_CLEAR(self->is_closing);
-    Py_CLEAR(self->get_write_buffer_size);
-    self->fd = -1;
-    if (transport != Py_None && fd >= 0) {
-        if ((self->is_closing = PyObject_GetAttr(transport, str_is_closing)) == NULL) return -1;
-        if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
-        self->transport = Py_NewRef(transport);
-        self->fd = fd;
-    }
+    if (out_set_transport(self, fd >= 0 ? transport : Py_None, fd) < 0) return -1;
     if (check_stream_id(stream_id) < 0) return -1;
     Py_XSETREF(self->write, Py_NewRef(write));
     Py_XSETREF(self->pending, Py_NewRef(pending));
@@ -667,19 +673,36 @@ static void RtmpOut_dealloc(RtmpOutObject *self) {
 
 /* Write msg (a SharedMessage or None) at dts now: 1 written, 0 refused (paused, closing, output queued
  * before it), -1 error. */
-/* 1: the transport is open and holds nothing unsent (a direct send may go first), 0: not, -1: error. */
-static int transport_idle(RtmpOutObject *self) {
+#define TRANSPORT_CLOSING (-2)
+
+/* What the transport holds unsent (0: a direct send may go first), TRANSPORT_CLOSING, or -1 (error). */
+static Py_ssize_t transport_buffered(RtmpOutObject *self) {
     PyObject *r = PyObject_CallNoArgs(self->is_closing);
     if (r == NULL) return -1;
     int closing = PyObject_IsTrue(r);
     Py_DECREF(r);
-    if (closing != 0) return closing < 0 ? -1 : 0;
+    if (closing != 0) return closing < 0 ? -1 : TRANSPORT_CLOSING;
     r = PyObject_CallNoArgs(self->get_write_buffer_size);
     if (r == NULL) return -1;
     Py_ssize_t size = PyLong_AsSsize_t(r);
     Py_DECREF(r);
-    if (size == -1 && PyErr_Occurred()) return -1;
-    return size == 0;
+    return size;
+}
+
+/* One sendmsg() of ``n`` iovecs, never blocking: the bytes the kernel took (0 when it would block),
+ * or -1 for a socket error (errno set; the transport will meet it too). */
+static Py_ssize_t send_iov(int fd, struct iovec *iov, size_t n) {
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = iov;
+    mh.msg_iovlen = n;
+    for (;;) {
+        ssize_t sent = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent >= 0) return sent;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return -1;
+    }
 }
 
 #define MAX_IOV 1024
@@ -703,17 +726,7 @@ static Py_ssize_t send_direct(int fd, const uint8_t *header, int header_len, con
         iov[n].iov_base = (void *)(payload + off);
         iov[n++].iov_len = (size_t)(length - off < size ? length - off : size);
     }
-    struct msghdr mh;
-    memset(&mh, 0, sizeof(mh));
-    mh.msg_iov = iov;
-    mh.msg_iovlen = (size_t)n;
-    for (;;) {
-        ssize_t sent = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (sent >= 0) return sent;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-        return -1;
-    }
+    return send_iov(fd, iov, (size_t)n);
 }
 
 static int rtmpout_write(RtmpOutObject *self, PyObject *data) {
@@ -748,10 +761,10 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_
         return -1;
     }
     SharedMessageObject *m = (SharedMessageObject *)msg;
-    if (self->transport != NULL) {
-        int idle = transport_idle(self);
-        if (idle < 0) return -1;
-        if (idle) {
+    if (self->transport != NULL && self->fd >= 0) {
+        Py_ssize_t buffered = transport_buffered(self);
+        if (buffered == -1) return -1;
+        if (buffered == 0) {
             int64_t ts = timeline_at(self->timeline, dts, is_config);
             int fmt;
             uint32_t field;
@@ -807,17 +820,9 @@ static int flvout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_v
     }
     int idle = 0;
     if (self->transport != NULL) {
-        PyObject *r = PyObject_CallNoArgs(self->is_closing);
-        if (r == NULL) return -1;
-        int closing = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        if (closing != 0) return closing < 0 ? -1 : 0;
-        r = PyObject_CallNoArgs(self->get_write_buffer_size);
-        if (r == NULL) return -1;
-        Py_ssize_t buffered = PyLong_AsSsize_t(r);
-        Py_DECREF(r);
-        if (buffered == -1 && PyErr_Occurred()) return -1;
-        if (buffered > self->max_buffer) return 0;
+        Py_ssize_t buffered = transport_buffered(self);
+        if (buffered == -1) return -1;
+        if (buffered == TRANSPORT_CLOSING || buffered > self->max_buffer) return 0;
         idle = buffered == 0 && self->fd >= 0;
     }
     uint32_t ts = (uint32_t)timeline_at(self->timeline, dts, is_config);
@@ -835,20 +840,8 @@ static int flvout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_v
     if (idle) {
         struct iovec iov[4] = {{line, (size_t)line_len}, {header, 11}, {PyBytes_AS_STRING(tail), (size_t)n},
                                {"\r\n", 2}};
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = iov;
-        mh.msg_iovlen = 4;
-        for (;;) {
-            ssize_t r = sendmsg(self->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (r >= 0) {
-                sent = r;
-                break;
-            }
-            if (errno == EINTR) continue;
-            sent = 0; /* would block, or an error the transport will meet too */
-            break;
-        }
+        sent = send_iov(self->fd, iov, 4);
+        if (sent < 0) sent = 0; /* an error the transport will meet too */
         if (sent > 0) self->direct_sends++;
     }
     if (sent < total) { /* through the transport: all of it, or what the kernel did not take */
@@ -889,15 +882,7 @@ static int FlvOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O|$Oin:FlvOut", kwlist, &write, &TimelineType, &timeline, &tails,
                                      &transport, &fd, &max_buffer))
         return -1;
-    Py_CLEAR(self->transport);
-    Py_CLEAR(self->is_closing);
-    Py_CLEAR(self->get_write_buffer_size);
-    if (transport != Py_None) {
-        if ((self->is_closing = PyObject_GetAttr(transport, str_is_closing)) == NULL) return -1;
-        if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
-        self->transport = Py_NewRef(transport);
-    }
-    self->fd = transport != Py_None ? fd : -1;
+    if (out_set_transport(self, transport, fd) < 0) return -1;
     self->flv = 1;
     self->max_buffer = max_buffer;
     Py_XSETREF(self->write, Py_NewRef(write));
