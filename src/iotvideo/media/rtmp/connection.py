@@ -65,6 +65,7 @@ DEFAULT_WINDOW: Final = 2_500_000
 HELD_BYTES_SLACK: Final = 1024 * 1024  # held beyond one maximal message while an answer is awaited
 _AUDIO: Final = MessageType.AUDIO
 _VIDEO: Final = MessageType.VIDEO
+MediaSink = Callable[[int, bool, int, bytes], object]  # (stream_id, is_video, timestamp, payload)
 _PROTOCOL_ERRORS: Final = (HandshakeError, ChunkError, MessageError, AmfError)
 
 
@@ -253,6 +254,9 @@ class _RtmpConnection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the peer (``b""`` for end of stream); return the events they complete."""
+        return self._receive(data, None)
+
+    def _receive(self, data: bytes | bytearray | memoryview, on_media: MediaSink | None) -> list[Event]:
         if self.closed:
             return []
         events: list[Event] = []
@@ -276,6 +280,11 @@ class _RtmpConnection:
                     return events
             self._received += len(view)
             for raw in self._reader.feed(view):
+                if (
+                    on_media is not None and not events  # media first in this read: they may skip the events
+                    and (raw.type_id == _VIDEO or raw.type_id == _AUDIO) and self._media_now(raw, on_media)
+                ):
+                    continue
                 self._on_message(raw, events)
                 if self.closed:
                     break
@@ -284,6 +293,11 @@ class _RtmpConnection:
             self.closed = True
             events.append(ProtocolError(str(exc)))
         return events
+
+    def _media_now(self, raw: RawMessage, on_media: MediaSink) -> bool:
+        """Hand an audio/video message to ``on_media`` at once (True: done with it), or not (False:
+        it goes through ``_on_message``). Only a server's publishing streams do."""
+        return False
 
     def _acknowledge(self) -> None:
         """Acknowledge what was received once the peer's window is reached."""
@@ -626,7 +640,7 @@ class RtmpServerConnection(_RtmpConnection):
             events.append(MediaData(stream_id, kind, timestamp, payload))
 
     def receive_media(
-        self, data: bytes | bytearray | memoryview, on_media: Callable[[int, bool, int, bytes], object]
+        self, data: bytes | bytearray | memoryview, on_media: MediaSink
     ) -> list[Event]:
         """``receive_data`` for a publisher's steady state: each audio/video message on a publishing
         stream that no event precedes in this call goes to ``on_media(stream_id, is_video, timestamp,
@@ -634,30 +648,15 @@ class RtmpServerConnection(_RtmpConnection):
         from the first event on, media become ``MediaData`` events as usual, so the order of media and
         other events is kept. Returns the events. ``on_media`` must not raise (errors in it are the
         caller's: they would cut the rest of ``data`` short)."""
-        if self._handshake is not None or self.closed or not data:
-            return self.receive_data(data)
-        events: list[Event] = []
-        try:
-            self._received += len(data)
-            streams = self._streams
-            for raw in self._reader.feed(data):
-                type_id = raw.type_id
-                if (
-                    (type_id == 9 or type_id == 8) and not events  # _VIDEO, _AUDIO
-                    and not self._publishes_pending and self._phase != _CONNECT_PENDING  # else held
-                ):
-                    st = streams.get(raw.stream_id)
-                    if st is not None and st.state == _PUBLISHING:
-                        on_media(raw.stream_id, type_id == 9, raw.timestamp, raw.payload)
-                    continue
-                self._on_message(raw, events)
-                if self.closed:
-                    break
-            self._acknowledge()
-        except _PROTOCOL_ERRORS as exc:
-            self.closed = True
-            events.append(ProtocolError(str(exc)))
-        return events
+        return self._receive(data, on_media)
+
+    def _media_now(self, raw: RawMessage, on_media: MediaSink) -> bool:
+        if self._publishes_pending or self._phase == _CONNECT_PENDING:
+            return False  # held until the answer, as ``_on_message`` does
+        st = self._streams.get(raw.stream_id)
+        if st is not None and st.state == _PUBLISHING:
+            on_media(raw.stream_id, raw.type_id == _VIDEO, raw.timestamp, raw.payload)
+        return True
 
     def _on_data(self, msg: DataMessage, events: list[Event]) -> None:
         st = self._streams.get(msg.stream_id)
