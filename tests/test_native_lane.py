@@ -249,7 +249,7 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         assert [(f.is_config, f.keyframe, f.dts, len(f.data)) for f in seen] == [
             (True, False, 0, len(AVC_CONFIG)), (False, True, 0, 54), (False, False, 40, 24), (False, False, 80, 25),
         ]  # fmt: skip
-        assert (peer.stats.frames_in, peer.stats.bad_tags, peer.closing) == (4, 1, False)
+        assert (peer.snapshot().frames_in, peer.stats.bad_tags, peer.closing) == (4, 1, False)
         assert hub.stats().frames_in == 4 and hub.stats().video_codec is Codec.H264
         events = client.receive_data(bytes(transport.out))
         assert any(isinstance(e, StreamCreated) for e in events)  # the command after the media was answered
@@ -259,7 +259,7 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         peer.data_received(client.data_to_send())
         assert peer.closing and peer.stats.closed_reason.startswith("unsupported codec")
         assert not peer._events
-        assert peer.stats.frames_in == 4 and not hub.publishing
+        assert peer.snapshot().frames_in == 4 and not hub.publishing
 
     asyncio.run(run())
 

@@ -27,6 +27,7 @@ from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
 from .frames import VIDEO_CODECS as _VIDEO_CODECS
 from .frames import Codec, MediaFrame
 from .hls import HlsConfig, HlsPackager
+from .hubcore import HubCore
 
 if TYPE_CHECKING:
     from .transcode import G711ToAac
@@ -122,6 +123,7 @@ class HubStats:
 
 @dataclass(slots=True)
 class _Gop:
+    # (the C fast path, media/native/lane.c, appends to ``frames`` and adds to ``nbytes`` by these names)
     configs: tuple[MediaFrame, ...]  # in effect at its key frame
     start_dts: int
     frames: list[MediaFrame]
@@ -473,34 +475,30 @@ class StreamHub:
         self.hls_config: HlsConfig | None = None  # what ``enable_hls()`` packages with
         self._clock = clock
         self._wall = wall_clock
-        self._publisher: Publisher | None = None
+        # the per-frame state, shared with the C fast path (``accel.HubCore``; media/hubcore.py)
+        core = self._core = accel.HubCore(clock)
+        core.gop_max_bytes, core.gop_max_ms = self.config.gop_max_bytes, self.config.gop_max_ms
+        core.cache_max_bytes = self.config.cache_max_bytes
         self._subs: dict[Subscription, None] = {}
         self._subs_t: tuple[Subscription, ...] = ()
         # subscriptions fed directly by C (``accel.Fanout``, when built), and the others
-        self._fan = accel.Fanout() if accel.Fanout is not None else None
-        self._fan_version = -1  # the Fanout's version ``_slow_t`` was computed at (-1: recompute)
+        self._fan = core.fan = accel.Fanout() if accel.Fanout is not None else None
         self._slow_t: tuple[Subscription, ...] = ()
         self._sinks_t: tuple[_Sink, ...] = ()
         self._video_cfg: MediaFrame | None = None
         self._audio_cfg: MediaFrame | None = None
-        self._has_video = False
         self._gops: deque[_Gop] = deque()
-        self._cache_bytes = 0
         self.preroll_ms = self.config.preroll_ms  # history kept beyond the current GOP (``keep_history``)
         self.idle_since: float | None = clock()  # clock time since when nobody watches; None while someone does
         self._reset_stats()
 
     def _reset_stats(self) -> None:
-        self._frames_in = 0
-        self._bytes_in = 0
+        core = self._core
+        core.frames_in = core.bytes_in = core.rate_bytes = 0
+        core.last_frame = core.rate_start = core.bitrate = 0.0
+        core.video_codec = core.audio_codec = None
         self._started_mono: float | None = None
         self._started_wall: float | None = None
-        self._last_frame_mono: float | None = None
-        self._rate_start = 0.0
-        self._rate_bytes = 0
-        self._bitrate = 0.0
-        self._video_codec: Codec | None = None
-        self._audio_codec: Codec | None = None
         self._codec_strings: dict[bool, str] = {}
         self._size: tuple[int, int] | None = None
         self._audio_format: tuple[int, int] | None = None
@@ -509,11 +507,11 @@ class StreamHub:
 
     @property
     def publisher(self) -> Publisher | None:
-        return self._publisher
+        return self._core.publisher  # type: ignore[no-any-return]
 
     @property
     def publishing(self) -> bool:
-        return self._publisher is not None
+        return self._core.publisher is not None
 
     def attach_publisher(
         self, *, replace: bool | None = None, on_evicted: Callable[[], object] | None = None
@@ -522,7 +520,7 @@ class StreamHub:
         default ``config.replace_publisher``: its ``on_evicted`` runs) or raise ``PublisherConflict``."""
         if self.closed:
             raise HubClosed(self.path)
-        old = self._publisher
+        old = self._core.publisher
         if old is not None:
             if not (self.config.replace_publisher if replace is None else replace):
                 raise PublisherConflict(self.path)
@@ -531,27 +529,21 @@ class StreamHub:
             for sub in self._subs_t:  # the new source starts on its own key frame
                 if not sub._ended:
                     sub._waiting = True
-        self._publisher = Publisher(self, on_evicted)
+        publisher = self._core.publisher = Publisher(self, on_evicted)
         self._video_cfg = self._audio_cfg = None
-        self._has_video = False
+        self._core.has_video = False
         self._clear_cache()
         self._reset_stats()
-        self._started_mono = self._clock()
+        self._started_mono = self._core.rate_start = self._clock()
         self._started_wall = self._wall()
-        self._rate_start = self._started_mono
-        return self._publisher
+        self._slow_changed()
+        return publisher
 
     def _publish(self, frame: MediaFrame) -> None:
-        now = self._clock()
-        size = len(frame.data)
-        self._frames_in += 1
-        self._bytes_in += size
-        self._last_frame_mono = now
-        self._rate_bytes += size
-        if now - self._rate_start >= 1.0:
-            rate = self._rate_bytes * 8 / (now - self._rate_start)
-            self._bitrate = rate if self._bitrate == 0.0 else 0.5 * self._bitrate + 0.5 * rate
-            self._rate_start, self._rate_bytes = now, 0
+        """One frame from the publisher. (The C fast path, ``accel.HubCore``, does the same for an
+        ordinary frame while ``core.fast``: keep the two in step.)"""
+        core = self._core
+        core.count(len(frame.data))
         codec = frame.codec
         is_config = frame.is_config
         if is_config:
@@ -559,7 +551,7 @@ class StreamHub:
                 if _same_config(self._video_cfg, frame):
                     return
                 self._video_cfg = frame
-                self._has_video = True
+                core.has_video = True
             else:
                 if _same_config(self._audio_cfg, frame):
                     return
@@ -569,20 +561,20 @@ class StreamHub:
                 self._cache(frame)
             sync = False
         elif codec in _VIDEO_CODECS:
-            self._has_video = True
+            core.has_video = True
             sync = frame.keyframe
             if sync:
                 self._new_gop(frame)
             elif self._gops:
                 self._cache(frame)
-            if self._video_codec is not codec:
-                self._video_codec = codec
+            if core.video_codec is not codec:
+                core.video_codec = codec
         else:
-            sync = not self._has_video  # in an audio-only stream every frame is a starting point
+            sync = not core.has_video  # in an audio-only stream every frame is a starting point
             if self._gops:
                 self._cache(frame)
-            if self._audio_codec is not codec:
-                self._audio_codec = codec
+            if core.audio_codec is not codec:
+                core.audio_codec = codec
                 if frame.sample_rate and codec is not Codec.AAC:
                     self._audio_format = (frame.sample_rate, frame.channels)
         for sink in self._sinks_t:
@@ -593,8 +585,12 @@ class StreamHub:
                 if sink.errors == 1:
                     log.exception("stream %s: a sink failed (further failures are only counted)", self.path)
         fan = self._fan
+        if fan is None:
+            for sub in self._subs_t:
+                sub._offer(frame, sync)
+            return
+        slow = self._slow_t if fan.version == core.fan_version else self._slow_subs(fan)
         if fan and not is_config:  # members first, in one C call; those that refuse queue it
-            slow = self._slow_t if fan.version == self._fan_version else self._slow_subs(fan)
             refused = fan.send(frame)
             if refused is not None:
                 for sub in refused:
@@ -606,11 +602,19 @@ class StreamHub:
             sub._offer(frame, sync)
 
     def _slow_subs(self, fan: Any) -> tuple[Subscription, ...]:
-        """The subscriptions not in ``fan`` (recomputed when its membership changed)."""
-        if fan.version != self._fan_version:
+        """The subscriptions not in ``fan`` (recomputed when its membership changed); the C fast
+        path runs while there are none and no sinks."""
+        core = self._core
+        if fan.version != core.fan_version:
             self._slow_t = tuple(s for s in self._subs_t if s not in fan)
-            self._fan_version = fan.version
+            core.fan_version = fan.version
+            core.fast = not self._slow_t and not self._sinks_t
         return self._slow_t
+
+    def _slow_changed(self) -> None:
+        """Subscriptions or sinks changed: the next frame takes the Python path, which recomputes."""
+        self._core.fan_version = -1
+        self._core.fast = False
 
     def _fan_join(self, sub: Subscription) -> None:
         if self._fan is not None and not sub._ended and sub in self._subs:
@@ -629,19 +633,19 @@ class StreamHub:
         try:
             if frame.codec is Codec.H264 or frame.codec is Codec.H265:
                 v = parse_avc_config(frame.data) if frame.codec is Codec.H264 else parse_hevc_config(frame.data)
-                self._video_codec, self._size = frame.codec, (v.width, v.height)
+                self._core.video_codec, self._size = frame.codec, (v.width, v.height)
                 self._codec_strings[True] = v.codec_string
             elif frame.codec is Codec.AAC:
                 a = parse_aac_config(frame.data)
-                self._audio_codec, self._audio_format = frame.codec, (a.sample_rate, a.channels)
+                self._core.audio_codec, self._audio_format = frame.codec, (a.sample_rate, a.channels)
                 self._codec_strings[False] = a.codec_string
         except Exception as e:  # a malformed record from the publisher: players will find out
             log.debug("stream %s: unparsable %s configuration: %s", self.path, frame.codec.value, e)
 
     def _publisher_gone(self, publisher: Publisher) -> None:
-        if publisher is not self._publisher:
+        if publisher is not self._core.publisher:
             return
-        self._publisher = None
+        self._core.publisher = None
         self._end_outputs(sinks=True)
         if self.on_publisher_gone is not None:
             _call(self.on_publisher_gone, self)
@@ -655,7 +659,7 @@ class StreamHub:
         self._fan_clear()
         self._subs.clear()
         self._subs_t = ()
-        self._fan_version = -1
+        self._slow_changed()
         for sub in subs:
             sub._end()
         if subs:
@@ -666,7 +670,7 @@ class StreamHub:
         if self.closed:
             return
         self.closed = True
-        publisher, self._publisher = self._publisher, None
+        publisher, self._core.publisher = self._core.publisher, None
         if publisher is not None:
             publisher._evict()
         self._end_outputs(sinks=publisher is not None)
@@ -676,26 +680,32 @@ class StreamHub:
 
     def _clear_cache(self) -> None:
         self._gops.clear()
-        self._cache_bytes = 0
+        self._core.cache_bytes = 0
+        self._core.gop = None
 
     def _new_gop(self, key: MediaFrame) -> None:
         configs = tuple(c for c in (self._video_cfg, self._audio_cfg) if c is not None)
         gops = self._gops
-        gops.append(_Gop(configs, key.dts, [key], len(key.data)))
-        self._cache_bytes += len(key.data)
+        core = self._core
+        gop = _Gop(configs, key.dts, [key], len(key.data))
+        gops.append(gop)
+        core.gop = gop
+        core.cache_bytes += len(key.data)
         keep_from = key.dts - self.preroll_ms
-        while len(gops) > 1 and (gops[1].start_dts <= keep_from or self._cache_bytes > self.config.cache_max_bytes):
-            self._cache_bytes -= gops.popleft().nbytes
+        while len(gops) > 1 and (gops[1].start_dts <= keep_from or core.cache_bytes > self.config.cache_max_bytes):
+            core.cache_bytes -= gops.popleft().nbytes
         if len(key.data) > self.config.gop_max_bytes:
             self._clear_cache()
 
     def _cache(self, frame: MediaFrame) -> None:
+        """Append to the current GOP (the C fast path does this itself while it stays within the bounds)."""
         gops = self._gops
         gop = gops[-1]
+        core = self._core
         size = len(frame.data)
         gop.frames.append(frame)
         gop.nbytes += size
-        self._cache_bytes += size
+        core.cache_bytes += size
         config = self.config
         if gop.nbytes > config.gop_max_bytes or (
             not frame.is_config and frame.dts - gop.start_dts > config.gop_max_ms
@@ -703,9 +713,9 @@ class StreamHub:
             log.debug("stream %s: GOP over its bounds, not cached until the next key frame", self.path)
             self._clear_cache()
             return
-        if self._cache_bytes > config.cache_max_bytes:
-            while len(gops) > 1 and self._cache_bytes > config.cache_max_bytes:
-                self._cache_bytes -= gops.popleft().nbytes
+        if core.cache_bytes > config.cache_max_bytes:
+            while len(gops) > 1 and core.cache_bytes > config.cache_max_bytes:
+                core.cache_bytes -= gops.popleft().nbytes
 
     def _frames_from(self, index: int) -> list[MediaFrame]:
         gops = self._gops
@@ -757,7 +767,7 @@ class StreamHub:
             sub._prime(start)
         self._subs[sub] = None
         self._subs_t = tuple(self._subs)
-        self._fan_version = -1
+        self._slow_changed()
         self.idle_since = None
         return sub
 
@@ -767,7 +777,7 @@ class StreamHub:
         del self._subs[sub]
         self._subs_t = tuple(self._subs)
         self._fan_leave(sub)
-        self._fan_version = -1
+        self._slow_changed()
         if not self._subs:
             now = self.idle_since = self._clock()
             if left and self.on_last_player_left is not None:
@@ -795,9 +805,11 @@ class StreamHub:
                 if sink.errors == 1:
                     log.exception("stream %s: a sink failed while starting", self.path)
         self._sinks_t = (*self._sinks_t, sink)
+        self._slow_changed()
 
         def remove() -> None:
             self._sinks_t = tuple(s for s in self._sinks_t if s is not sink)
+            self._slow_changed()
 
         return remove
 
@@ -824,9 +836,10 @@ class StreamHub:
         return max(0.0, (self._clock() if now is None else now) - self.idle_since)
 
     def stats(self) -> HubStats:
+        core = self._core
         wall = None
-        if self._last_frame_mono is not None and self._started_mono is not None and self._started_wall is not None:
-            wall = self._started_wall + (self._last_frame_mono - self._started_mono)
+        if core.frames_in and self._started_mono is not None and self._started_wall is not None:
+            wall = self._started_wall + (core.last_frame - self._started_mono)
         size = self._size
         fmt = self._audio_format
         strings = tuple(self._codec_strings[v] for v in (True, False) if v in self._codec_strings)
@@ -835,21 +848,21 @@ class StreamHub:
             publishing=self.publishing,
             started_at=self._started_wall,
             last_frame_at=wall,
-            frames_in=self._frames_in,
-            bytes_in=self._bytes_in,
-            bitrate_bps=self._bitrate,
+            frames_in=core.frames_in,
+            bytes_in=core.bytes_in,
+            bitrate_bps=core.bitrate,
             subscribers=len(self._subs),
             sinks=len(self._sinks_t),
             dropped_frames=sum(s.dropped_frames for s in self._subs_t),
-            video_codec=self._video_codec,
-            audio_codec=self._audio_codec,
+            video_codec=core.video_codec,
+            audio_codec=core.audio_codec,
             codecs=strings,
             width=size[0] if size else None,
             height=size[1] if size else None,
             sample_rate=fmt[0] if fmt else None,
             channels=fmt[1] if fmt else None,
             gop_frames=len(self._gops[-1].frames) if self._gops else 0,
-            cache_bytes=self._cache_bytes,
+            cache_bytes=core.cache_bytes,
         )
 
 

@@ -147,6 +147,8 @@ class _RtmpPeer(asyncio.Protocol):
         self._publishers: dict[int, Publisher] = {}
         self._players: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
         self._outs: dict[int, Any] = {}  # C direct outputs (``accel.RtmpOut``) of the players, by stream id
+        # the publishing streams' media in C (``accel.PublishLane``, when built)
+        self._lane = self.conn.publish_lane(server.messages, self._frame, self._media)
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused = False  # the socket's write buffer is above the high mark
@@ -174,8 +176,13 @@ class _RtmpPeer(asyncio.Protocol):
         conn = self.conn
         if self._events or self._busy is not None:
             self._events.extend(conn.receive_data(data))
-        else:  # the steady state: media go straight to ``_media``, no event per message
-            events = conn.receive_media(data, self._media)
+        else:  # the steady state: media go straight to the lane or ``_media``, no event per message
+            try:
+                events = conn.receive_media(data, self._media, self._lane)
+            except Exception:  # (a protocol error is an event: this is a failure of ours)
+                log.exception("rtmp %s: failed handling media", self.peer)
+                self.close("internal error", abort=True)
+                return
             if not events or self.closing:  # (closed by a tag: what followed it is dropped, as ``shutdown`` does)
                 if conn.bytes_to_send:  # what ``_advance`` ends with (an acknowledgement, say)
                     self.flush()
@@ -290,6 +297,8 @@ class _RtmpPeer(asyncio.Protocol):
                 publisher.close()
                 return
             self._publishers[sid] = publisher
+            if self._lane is not None:
+                self._lane.add(sid, publisher, hub._core)
             self.stats.role, self.stats.stream = "publisher", hub.path
             log.info("rtmp %s: publishing %s", self.peer, hub.path)
             self._released(self.conn.accept_publish(sid))
@@ -321,6 +330,20 @@ class _RtmpPeer(asyncio.Protocol):
                     self.server.messages.put(frame, shared_video(payload) if video else shared_audio(payload))
                 publisher.publish(frame)
         except Exception:  # as ``_advance`` does for an event (this runs inside ``receive_media`` too)
+            log.exception("rtmp %s: failed handling an event", self.peer)
+            self.close("internal error", abort=True)
+
+    def _frame(self, stream_id: int, frame: MediaFrame, msg: SharedMessage | None) -> None:
+        """A frame the lane parsed (and counted) that its hub's C core did not take; ``msg`` is the
+        tag as it came (None: players need it rebuilt)."""
+        publisher = self._publishers.get(stream_id)
+        if publisher is None or self.closing:
+            return
+        try:
+            if msg is not None and publisher.hub._subs:
+                self.server.messages.put(frame, msg)
+            publisher.publish(frame)
+        except Exception:
             log.exception("rtmp %s: failed handling an event", self.peer)
             self.close("internal error", abort=True)
 
@@ -419,6 +442,8 @@ class _RtmpPeer(asyncio.Protocol):
     def _stop_stream(self, sid: int) -> None:
         publisher = self._publishers.pop(sid, None)
         if publisher is not None:
+            if self._lane is not None:
+                self._lane.discard(sid)
             publisher.close()
         player = self._players.pop(sid, None)
         if player is not None:
@@ -472,6 +497,7 @@ class _RtmpPeer(asyncio.Protocol):
 
     def snapshot(self) -> RtmpConnectionStats:
         stats = dataclasses.replace(self.stats)
+        stats.frames_in += self._lane.frames_in if self._lane is not None else 0
         stats.dropped_out += sum(sub.dropped_frames for sub, _ in self._players.values())
         stats.frames_out += sum(out.frames_out for out in self._outs.values())
         stats.bytes_out += sum(out.bytes_out for out in self._outs.values())

@@ -1104,23 +1104,23 @@ static PyObject *Fanout_clear_method(FanoutObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* send(frame) -> list of the subscriptions that refused it (removed from the set), or None.
- * A media frame only (not a configuration): the hub hands configurations to every subscription. */
-static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
+/* Send ``frame`` (at ``dts``, ``size`` bytes of data) to every member: the list of the subscriptions
+ * that refused it (removed from the set), or None. Members whose message() is ``fn`` get ``msg``
+ * without calling it (``fn`` NULL: every message() is called). A media frame only (not a
+ * configuration): the hub hands configurations to every subscription. */
+PyObject *native_fanout_send(PyObject *fan, PyObject *frame, int64_t dts, int is_config, Py_ssize_t size, PyObject *fn,
+                             PyObject *msg) {
+    FanoutObject *self = (FanoutObject *)fan;
     if (self->sending) {
         PyErr_SetString(PyExc_RuntimeError, "Fanout.send is not reentrant");
         return NULL;
     }
-    int64_t dts = 0;
-    int is_config;
-    if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
-    PyObject *data = PyObject_GetAttr(frame, str_data);
-    if (data == NULL) return NULL;
-    Py_ssize_t size = PyObject_Length(data);
-    Py_DECREF(data);
-    if (size < 0) return NULL;
     PyObject *refused = NULL;
     PyObject *last_fn = NULL, *last_msg = NULL; /* message() of the previous player, usually everyone's */
+    if (fn != NULL) {
+        last_fn = Py_NewRef(fn);
+        last_msg = Py_NewRef(msg);
+    }
     int is_video = -1;                          /* asked of the frame when an FlvOut needs it */
     PyObject *result = NULL;
     self->sending = 1;
@@ -1173,6 +1173,28 @@ error:
     Py_XDECREF(last_fn);
     Py_XDECREF(last_msg);
     return result;
+}
+
+/* send(frame): native_fanout_send with the frame's own fields. */
+static PyObject *Fanout_send(FanoutObject *self, PyObject *frame) {
+    int64_t dts = 0;
+    int is_config;
+    if (frame_fields(frame, &dts, &is_config) < 0) return NULL;
+    PyObject *data = PyObject_GetAttr(frame, str_data);
+    if (data == NULL) return NULL;
+    Py_ssize_t size = PyObject_Length(data);
+    Py_DECREF(data);
+    if (size < 0) return NULL;
+    return native_fanout_send((PyObject *)self, frame, dts, is_config, size, NULL, NULL);
+}
+
+int native_is_fanout(PyObject *obj) { return PyObject_TypeCheck(obj, &FanoutType); }
+
+unsigned long long native_fanout_version(PyObject *fan) { return ((FanoutObject *)fan)->version; }
+
+PyObject *native_shared_message(PyObject *csid, PyObject *type_id, PyObject *payload) {
+    PyObject *args[3] = {csid, type_id, payload};
+    return PyObject_Vectorcall((PyObject *)&SharedMessageType, args, 3, NULL);
 }
 
 static Py_ssize_t Fanout_len(FanoutObject *self) { return self->n; }

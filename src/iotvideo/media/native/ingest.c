@@ -928,6 +928,39 @@ static PyObject *parse_audio_tag(PyObject *module, PyObject *const *args, Py_ssi
     return NULL;
 }
 
+/* ---- for the other parts (native.h) ---------------------------------------------------------- */
+
+PyObject *native_parse_tag(int video, PyObject *payload, PyObject *timestamp) {
+    PyObject *args[2] = {payload, timestamp};
+    return video ? parse_video_tag(NULL, args, 2, NULL) : parse_audio_tag(NULL, args, 2, NULL);
+}
+
+PyObject *native_chunk_feed(PyObject *reader, PyObject *data) {
+    if (!PyObject_TypeCheck(reader, &ChunkReader_Type)) return PyObject_CallMethod(reader, "feed", "O", data);
+    return ChunkReader_feed((ChunkReaderObject *)reader, data);
+}
+
+/* Field k of a MediaFrame (``frame_fields`` order) or of a RawMessage (``raw_fields``): a new reference. */
+static PyObject *field_of(PyObject *obj, PyTypeObject *tp, const Py_ssize_t *offsets, const char *const *names, int k) {
+    if (Py_TYPE(obj) == tp && offsets[0] >= 0) {
+        PyObject *v = *(PyObject **)((char *)obj + offsets[k]);
+        if (v != NULL) return Py_NewRef(v);
+    }
+    return PyObject_GetAttrString(obj, names[k]);
+}
+
+PyObject *native_frame_field(PyObject *frame, int k) {
+    if (resolve() < 0) return NULL;
+    return field_of(frame, MediaFrame_type, frame_offsets, frame_fields, k);
+}
+
+PyObject *native_raw_field(PyObject *raw, int k) {
+    if (resolve() < 0) return NULL;
+    return field_of(raw, RawMessage_type, raw_offsets, raw_fields, k);
+}
+
+int native_is_flv_error(void) { return resolve() == 0 && PyErr_ExceptionMatches(FlvError); }
+
 static PyMethodDef ingest_functions[] = {
     {"parse_video_tag", (PyCFunction)(void (*)(void))parse_video_tag, METH_FASTCALL | METH_KEYWORDS,
      "parse_video_tag(payload, timestamp) -> (MediaFrame | None, as_built): flvtags.parse_video_tag in C."},

@@ -1,0 +1,510 @@
+/* A publisher's ordinary frames without Python: HubCore (twin of media/hubcore.py, a hub's
+ * per-frame state) and PublishLane (a publishing RTMP connection's receive path).
+ *
+ * PublishLane.feed(data) reads the chunks and, for each audio/video message of a stream it was
+ * given, parses the tag and hands the frame to the stream's HubCore; HubCore takes the frame
+ * itself (counters, the cached GOP, the hub's Fanout) when it is an ordinary one: not a key frame
+ * or a configuration, of the codec already seen, within the cache's bounds, while the hub says
+ * ``fast`` (no sinks, no slow subscriptions) and the publisher is still the hub's. Anything else
+ * goes to the Python callbacks, which do exactly what the pure-Python path does. */
+#include "native.h"
+
+#include <structmember.h>
+#include <time.h>
+
+static PyObject *str_frames, *str_nbytes, *str_start_dts, *str_offer, *time_monotonic;
+
+/* ---- HubCore ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    long long frames_in, bytes_in, rate_bytes, cache_bytes;
+    long long gop_max_bytes, gop_max_ms, cache_max_bytes, fan_version;
+    double last_frame, rate_start, bitrate;
+    PyObject *gop, *video_codec, *audio_codec, *fan, *publisher, *clock;
+    char has_video, fast;
+} HubCoreObject;
+
+static PyTypeObject HubCoreType;
+
+static int HubCore_init(HubCoreObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"clock", NULL};
+    PyObject *clock = time_monotonic;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:HubCore", kwlist, &clock)) return -1;
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    PyObject **objs[] = {&self->gop, &self->video_codec, &self->audio_codec, &self->fan, &self->publisher};
+    for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++) Py_XSETREF(*objs[i], Py_NewRef(Py_None));
+    self->fan_version = -1;
+    return 0;
+}
+
+static int HubCore_traverse(HubCoreObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->gop);
+    Py_VISIT(self->video_codec);
+    Py_VISIT(self->audio_codec);
+    Py_VISIT(self->fan);
+    Py_VISIT(self->publisher);
+    Py_VISIT(self->clock);
+    return 0;
+}
+
+static int HubCore_clear(HubCoreObject *self) {
+    Py_CLEAR(self->gop);
+    Py_CLEAR(self->video_codec);
+    Py_CLEAR(self->audio_codec);
+    Py_CLEAR(self->fan);
+    Py_CLEAR(self->publisher);
+    Py_CLEAR(self->clock);
+    return 0;
+}
+
+static void HubCore_dealloc(HubCoreObject *self) {
+    PyObject_GC_UnTrack(self);
+    HubCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The hub's clock now: time.monotonic read directly, any other clock called. */
+static int core_now(HubCoreObject *self, double *now) {
+    if (self->clock == time_monotonic) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        *now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        return 0;
+    }
+    PyObject *r = PyObject_CallNoArgs(self->clock);
+    if (r == NULL) return -1;
+    *now = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+static void core_count(HubCoreObject *self, long long size, double now) {
+    self->frames_in++;
+    self->bytes_in += size;
+    self->last_frame = now;
+    self->rate_bytes += size;
+    if (now - self->rate_start >= 1.0) {
+        double rate = (double)self->rate_bytes * 8 / (now - self->rate_start);
+        self->bitrate = self->bitrate == 0.0 ? rate : 0.5 * self->bitrate + 0.5 * rate;
+        self->rate_start = now;
+        self->rate_bytes = 0;
+    }
+}
+
+static PyObject *HubCore_count(HubCoreObject *self, PyObject *arg) {
+    long long size = PyLong_AsLongLong(arg);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    double now;
+    if (core_now(self, &now) < 0) return NULL;
+    core_count(self, size, now);
+    Py_RETURN_NONE;
+}
+
+static int as_int64(PyObject *obj, int64_t *out) { /* owns obj */
+    if (obj == NULL) return -1;
+    long long v = PyLong_AsLongLong(obj);
+    Py_DECREF(obj);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+/* The fast path for ``frame`` from ``publisher``, whose RTMP message for every player is ``msg``
+ * (what ``fn``, the server's message memo, would give; ``put(frame, msg)`` stores it there):
+ * 1 taken, 0 not (nothing changed: the caller hands it to the hub's Python path), -1 error. */
+static int core_take(HubCoreObject *self, PyObject *publisher, PyObject *frame, PyObject *fn, PyObject *msg,
+                     PyObject *put) {
+    if (!self->fast || self->publisher != publisher || !native_is_fanout(self->fan) ||
+        (long long)native_fanout_version(self->fan) != self->fan_version)
+        return 0;
+    int rc = -1, video;
+    PyObject *codec = NULL, *flag = NULL, *data = NULL, *frames = NULL, *refused = NULL;
+    int64_t dts, nbytes = 0, start = 0;
+    if ((flag = native_frame_field(frame, FF_IS_CONFIG)) == NULL) goto done;
+    if (flag != Py_False) goto not_taken;
+    Py_CLEAR(flag);
+    if ((codec = native_frame_field(frame, FF_CODEC)) == NULL) goto done;
+    if (codec == self->video_codec) {
+        video = 1;
+        if ((flag = native_frame_field(frame, FF_KEYFRAME)) == NULL) goto done;
+        if (flag != Py_False) goto not_taken;
+    } else if (codec == self->audio_codec) {
+        video = 0;
+    } else {
+        goto not_taken;
+    }
+    if (as_int64(native_frame_field(frame, FF_DTS), &dts) < 0) goto done;
+    if ((data = native_frame_field(frame, FF_DATA)) == NULL) goto done;
+    if (!PyBytes_Check(data)) goto not_taken;
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    PyObject *gop = self->gop;
+    if (gop != Py_None) { /* within the bounds, else the Python path trims the cache */
+        if ((frames = PyObject_GetAttr(gop, str_frames)) == NULL) goto done;
+        if (!PyList_Check(frames)) goto not_taken;
+        if (as_int64(PyObject_GetAttr(gop, str_nbytes), &nbytes) < 0) goto done;
+        if (as_int64(PyObject_GetAttr(gop, str_start_dts), &start) < 0) goto done;
+        if (nbytes + size > self->gop_max_bytes || dts - start > self->gop_max_ms ||
+            self->cache_bytes + size > self->cache_max_bytes)
+            goto not_taken;
+    }
+    double now;
+    if (core_now(self, &now) < 0) goto done;
+    if (frames != NULL) {
+        PyObject *n = PyLong_FromLongLong(nbytes + size);
+        if (n == NULL) goto done;
+        int set = PyObject_SetAttr(gop, str_nbytes, n);
+        Py_DECREF(n);
+        if (set < 0 || PyList_Append(frames, frame) < 0) goto done;
+        self->cache_bytes += size;
+    }
+    core_count(self, size, now);
+    if (video) self->has_video = 1;
+    int sync = !video && !self->has_video; /* in an audio-only stream every frame is a starting point */
+    refused = native_fanout_send(self->fan, frame, dts, 0, size, fn, msg);
+    if (refused == NULL) goto done;
+    if (refused != Py_None && PyList_GET_SIZE(refused)) { /* they queue it: with its message, for the memo */
+        PyObject *r = PyObject_CallFunctionObjArgs(put, frame, msg, NULL);
+        if (r == NULL) goto done;
+        Py_DECREF(r);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refused); i++) {
+            r = PyObject_CallMethodObjArgs(PyList_GET_ITEM(refused, i), str_offer, frame, sync ? Py_True : Py_False,
+                                           Py_False, NULL);
+            if (r == NULL) goto done;
+            Py_DECREF(r);
+        }
+    }
+    rc = 1;
+    goto done;
+not_taken:
+    rc = 0;
+done:
+    Py_XDECREF(codec);
+    Py_XDECREF(flag);
+    Py_XDECREF(data);
+    Py_XDECREF(frames);
+    Py_XDECREF(refused);
+    return rc;
+}
+
+static PyMemberDef HubCore_members[] = {
+    {"frames_in", T_LONGLONG, offsetof(HubCoreObject, frames_in), 0, NULL},
+    {"bytes_in", T_LONGLONG, offsetof(HubCoreObject, bytes_in), 0, NULL},
+    {"rate_bytes", T_LONGLONG, offsetof(HubCoreObject, rate_bytes), 0, NULL},
+    {"cache_bytes", T_LONGLONG, offsetof(HubCoreObject, cache_bytes), 0, NULL},
+    {"gop_max_bytes", T_LONGLONG, offsetof(HubCoreObject, gop_max_bytes), 0, NULL},
+    {"gop_max_ms", T_LONGLONG, offsetof(HubCoreObject, gop_max_ms), 0, NULL},
+    {"cache_max_bytes", T_LONGLONG, offsetof(HubCoreObject, cache_max_bytes), 0, NULL},
+    {"fan_version", T_LONGLONG, offsetof(HubCoreObject, fan_version), 0, NULL},
+    {"last_frame", T_DOUBLE, offsetof(HubCoreObject, last_frame), 0, NULL},
+    {"rate_start", T_DOUBLE, offsetof(HubCoreObject, rate_start), 0, NULL},
+    {"bitrate", T_DOUBLE, offsetof(HubCoreObject, bitrate), 0, NULL},
+    {"gop", T_OBJECT, offsetof(HubCoreObject, gop), 0, NULL},
+    {"video_codec", T_OBJECT, offsetof(HubCoreObject, video_codec), 0, NULL},
+    {"audio_codec", T_OBJECT, offsetof(HubCoreObject, audio_codec), 0, NULL},
+    {"fan", T_OBJECT, offsetof(HubCoreObject, fan), 0, NULL},
+    {"publisher", T_OBJECT, offsetof(HubCoreObject, publisher), 0, NULL},
+    {"clock", T_OBJECT, offsetof(HubCoreObject, clock), READONLY, NULL},
+    {"has_video", T_BOOL, offsetof(HubCoreObject, has_video), 0, NULL},
+    {"fast", T_BOOL, offsetof(HubCoreObject, fast), 0, NULL},
+    {NULL},
+};
+
+static PyMethodDef HubCore_methods[] = {
+    {"count", (PyCFunction)HubCore_count, METH_O, PyDoc_STR("count(size): one frame of size bytes arrived now.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HubCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.HubCore",
+    .tp_doc = PyDoc_STR("HubCore(clock=time.monotonic): a hub's per-frame state (media/hubcore.py's twin); a "
+                        "PublishLane hands it ordinary frames, which it takes without Python while fast."),
+    .tp_basicsize = sizeof(HubCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)HubCore_init,
+    .tp_dealloc = (destructor)HubCore_dealloc,
+    .tp_traverse = (traverseproc)HubCore_traverse,
+    .tp_clear = (inquiry)HubCore_clear,
+    .tp_members = HubCore_members,
+    .tp_methods = HubCore_methods,
+};
+
+/* ---- PublishLane ------------------------------------------------------------------------------ */
+
+typedef struct {
+    long long stream_id;
+    PyObject *publisher;
+    HubCoreObject *core;
+} LaneStream;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *reader;   /* the connection's ChunkReader */
+    PyObject *memo;     /* the server's message memo (a player's message()) */
+    PyObject *put;      /* memo.put */
+    PyObject *slow;     /* slow(stream_id, frame, msg | None): a frame the core did not take */
+    PyObject *fallback; /* fallback(stream_id, is_video, timestamp, payload): a tag that did not parse */
+    PyObject *video[2], *audio[2]; /* (csid, type id) of the messages players get */
+    LaneStream *streams;
+    Py_ssize_t n, cap;
+    long long frames_in;
+} PublishLaneObject;
+
+static PyTypeObject PublishLaneType;
+
+static int PublishLane_init(PublishLaneObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"reader", "memo", "slow", "fallback", "video", "audio", NULL};
+    PyObject *reader, *memo, *slow, *fallback, *vcsid, *vtype, *acsid, *atype;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(OO)(OO):PublishLane", kwlist, &reader, &memo, &slow, &fallback,
+                                     &vcsid, &vtype, &acsid, &atype))
+        return -1;
+    PyObject *put = PyObject_GetAttrString(memo, "put");
+    if (put == NULL) return -1;
+    Py_XSETREF(self->put, put);
+    Py_XSETREF(self->reader, Py_NewRef(reader));
+    Py_XSETREF(self->memo, Py_NewRef(memo));
+    Py_XSETREF(self->slow, Py_NewRef(slow));
+    Py_XSETREF(self->fallback, Py_NewRef(fallback));
+    Py_XSETREF(self->video[0], Py_NewRef(vcsid));
+    Py_XSETREF(self->video[1], Py_NewRef(vtype));
+    Py_XSETREF(self->audio[0], Py_NewRef(acsid));
+    Py_XSETREF(self->audio[1], Py_NewRef(atype));
+    return 0;
+}
+
+static void lane_clear_streams(PublishLaneObject *self) {
+    Py_ssize_t n = self->n;
+    self->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(self->streams[i].publisher);
+        Py_DECREF((PyObject *)self->streams[i].core);
+    }
+}
+
+static int PublishLane_traverse(PublishLaneObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->reader);
+    Py_VISIT(self->memo);
+    Py_VISIT(self->put);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->fallback);
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_VISIT(self->streams[i].publisher);
+        Py_VISIT((PyObject *)self->streams[i].core);
+    }
+    return 0;
+}
+
+static int PublishLane_clear(PublishLaneObject *self) {
+    lane_clear_streams(self);
+    Py_CLEAR(self->reader);
+    Py_CLEAR(self->memo);
+    Py_CLEAR(self->put);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->fallback);
+    for (int k = 0; k < 2; k++) {
+        Py_CLEAR(self->video[k]);
+        Py_CLEAR(self->audio[k]);
+    }
+    return 0;
+}
+
+static void PublishLane_dealloc(PublishLaneObject *self) {
+    PyObject_GC_UnTrack(self);
+    PublishLane_clear(self);
+    PyMem_Free(self->streams);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t lane_find(PublishLaneObject *self, long long stream_id) {
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        if (self->streams[i].stream_id == stream_id) return i;
+    return -1;
+}
+
+static void lane_remove_at(PublishLaneObject *self, Py_ssize_t i) {
+    LaneStream s = self->streams[i];
+    memmove(&self->streams[i], &self->streams[i + 1], (size_t)(self->n - i - 1) * sizeof(LaneStream));
+    self->n--;
+    Py_DECREF(s.publisher);
+    Py_DECREF((PyObject *)s.core);
+}
+
+static PyObject *PublishLane_add(PublishLaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[2], &HubCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "add(stream_id, publisher, core: HubCore)");
+        return NULL;
+    }
+    long long sid = PyLong_AsLongLong(args[0]);
+    if (sid == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t i = lane_find(self, sid);
+    if (i >= 0) lane_remove_at(self, i);
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 2;
+        LaneStream *grown = PyMem_Realloc(self->streams, (size_t)cap * sizeof(LaneStream));
+        if (grown == NULL) return PyErr_NoMemory();
+        self->streams = grown;
+        self->cap = cap;
+    }
+    LaneStream *s = &self->streams[self->n++];
+    s->stream_id = sid;
+    s->publisher = Py_NewRef(args[1]);
+    s->core = (HubCoreObject *)Py_NewRef(args[2]);
+    Py_RETURN_NONE;
+}
+
+static PyObject *PublishLane_discard(PublishLaneObject *self, PyObject *arg) {
+    long long sid = PyLong_AsLongLong(arg);
+    if (sid == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t i = lane_find(self, sid);
+    if (i >= 0) lane_remove_at(self, i);
+    Py_RETURN_NONE;
+}
+
+static PyObject *PublishLane_clear_method(PublishLaneObject *self, PyObject *unused) {
+    lane_clear_streams(self);
+    Py_RETURN_NONE;
+}
+
+/* One audio/video message of a stream of this lane: 1 done, -1 error. */
+static int lane_media(PublishLaneObject *self, long long sid, PyObject *publisher, HubCoreObject *core, int video,
+                      PyObject *timestamp, PyObject *payload) {
+    PyObject *parsed = native_parse_tag(video, payload, timestamp);
+    if (parsed == NULL) {
+        if (!native_is_flv_error()) return -1;
+        PyErr_Clear(); /* the Python path parses it again and does what a bad tag calls for */
+        PyObject *r = PyObject_CallFunction(self->fallback, "LOOO", sid, video ? Py_True : Py_False, timestamp, payload);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+        return 1;
+    }
+    int rc = -1;
+    PyObject *frame = PyTuple_GET_ITEM(parsed, 0), *msg = NULL;
+    if (frame == Py_None) {
+        rc = 1;
+        goto done;
+    }
+    self->frames_in++;
+    if (PyTuple_GET_ITEM(parsed, 1) == Py_True) { /* players get the tag as it came */
+        PyObject **m = video ? self->video : self->audio;
+        if ((msg = native_shared_message(m[0], m[1], payload)) == NULL) goto done;
+        int taken = core_take(core, publisher, frame, self->memo, msg, self->put);
+        if (taken) {
+            rc = taken;
+            goto done;
+        }
+    }
+    PyObject *r = PyObject_CallFunction(self->slow, "LOO", sid, frame, msg != NULL ? msg : Py_None);
+    if (r != NULL) {
+        Py_DECREF(r);
+        rc = 1;
+    }
+done:
+    Py_XDECREF(msg);
+    Py_DECREF(parsed);
+    return rc;
+}
+
+/* feed(data) -> the messages it did not handle: the reader's messages from the first one that is
+ * not audio/video of a stream of this lane (empty when it handled them all). */
+static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data) {
+    if (self->reader == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "PublishLane is not initialised");
+        return NULL;
+    }
+    PyObject *raws = native_chunk_feed(self->reader, data);
+    if (raws == NULL) return NULL;
+    if (!PyList_Check(raws)) {
+        Py_DECREF(raws);
+        PyErr_SetString(PyExc_TypeError, "reader.feed must return a list");
+        return NULL;
+    }
+    Py_ssize_t i, n = PyList_GET_SIZE(raws);
+    for (i = 0; i < n && self->n; i++) {
+        PyObject *raw = PyList_GET_ITEM(raws, i);
+        PyObject *type_obj = native_raw_field(raw, RF_TYPE_ID);
+        if (type_obj == NULL) goto error;
+        long type_id = PyLong_AsLong(type_obj);
+        Py_DECREF(type_obj);
+        if (type_id == -1 && PyErr_Occurred()) goto error;
+        if (type_id != 8 && type_id != 9) break;
+        PyObject *sid_obj = native_raw_field(raw, RF_STREAM_ID);
+        if (sid_obj == NULL) goto error;
+        long long sid = PyLong_AsLongLong(sid_obj);
+        Py_DECREF(sid_obj);
+        if (sid == -1 && PyErr_Occurred()) goto error;
+        Py_ssize_t k = lane_find(self, sid);
+        if (k < 0) break;
+        LaneStream s = self->streams[k]; /* held while Python may run and change the set */
+        Py_INCREF(s.publisher);
+        Py_INCREF((PyObject *)s.core);
+        PyObject *ts = native_raw_field(raw, RF_TIMESTAMP), *payload = native_raw_field(raw, RF_PAYLOAD);
+        int rc = ts != NULL && payload != NULL ? lane_media(self, sid, s.publisher, s.core, type_id == 9, ts, payload) : -1;
+        Py_XDECREF(ts);
+        Py_XDECREF(payload);
+        Py_DECREF(s.publisher);
+        Py_DECREF((PyObject *)s.core);
+        if (rc < 0) goto error;
+    }
+    if (i == 0) return raws;
+    PyObject *rest = PyList_GetSlice(raws, i, n);
+    Py_DECREF(raws);
+    return rest;
+error:
+    Py_DECREF(raws);
+    return NULL;
+}
+
+static Py_ssize_t PublishLane_len(PublishLaneObject *self) { return self->n; }
+
+static PyMemberDef PublishLane_members[] = {
+    {"frames_in", T_LONGLONG, offsetof(PublishLaneObject, frames_in), READONLY, "frames parsed here"},
+    {NULL},
+};
+
+static PyMethodDef PublishLane_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))PublishLane_add, METH_FASTCALL,
+     PyDoc_STR("add(stream_id, publisher, core): this stream's media are handled here (for publisher's hub).")},
+    {"discard", (PyCFunction)PublishLane_discard, METH_O, PyDoc_STR("discard(stream_id): no longer.")},
+    {"clear", (PyCFunction)PublishLane_clear_method, METH_NOARGS, PyDoc_STR("clear(): no stream any more.")},
+    {"feed", (PyCFunction)PublishLane_feed, METH_O,
+     PyDoc_STR("feed(data) -> list: read the chunks; handle each audio/video message of a stream given to "
+               "add(); return the messages from the first other one on.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods PublishLane_as_sequence = {.sq_length = (lenfunc)PublishLane_len};
+
+static PyTypeObject PublishLaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.PublishLane",
+    .tp_doc = PyDoc_STR("PublishLane(reader, memo, slow, fallback, video=(csid, type_id), audio=(csid, type_id)): "
+                        "a publishing RTMP connection's receive path in C (see feed)."),
+    .tp_basicsize = sizeof(PublishLaneObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)PublishLane_init,
+    .tp_dealloc = (destructor)PublishLane_dealloc,
+    .tp_traverse = (traverseproc)PublishLane_traverse,
+    .tp_clear = (inquiry)PublishLane_clear,
+    .tp_members = PublishLane_members,
+    .tp_methods = PublishLane_methods,
+    .tp_as_sequence = &PublishLane_as_sequence,
+};
+
+int native_init_lane(PyObject *module) {
+    if ((str_frames = PyUnicode_InternFromString("frames")) == NULL ||
+        (str_nbytes = PyUnicode_InternFromString("nbytes")) == NULL ||
+        (str_start_dts = PyUnicode_InternFromString("start_dts")) == NULL ||
+        (str_offer = PyUnicode_InternFromString("_offer")) == NULL)
+        return -1;
+    PyObject *time = PyImport_ImportModule("time");
+    if (time == NULL) return -1;
+    time_monotonic = PyObject_GetAttrString(time, "monotonic");
+    Py_DECREF(time);
+    if (time_monotonic == NULL) return -1;
+    if (PyType_Ready(&HubCoreType) < 0 || PyType_Ready(&PublishLaneType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "HubCore", (PyObject *)&HubCoreType) < 0) return -1;
+    return PyModule_AddObjectRef(module, "PublishLane", (PyObject *)&PublishLaneType);
+}
