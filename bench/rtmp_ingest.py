@@ -79,6 +79,9 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
     def pause_reading(self) -> None:
         pass
 

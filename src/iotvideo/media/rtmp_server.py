@@ -147,8 +147,11 @@ class _RtmpPeer(asyncio.Protocol):
         self._publishers: dict[int, Publisher] = {}
         self._players: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
         self._outs: dict[int, Any] = {}  # C direct outputs (``accel.RtmpOut``) of the players, by stream id
-        # the publishing streams' media in C (``accel.PublishLane``, when built)
+        # the publishing streams' media in C (``accel.PublishLane``, when built); while the connection
+        # is in the steady state the lane is armed: its C data_received is this protocol's (``_lane_arm``)
         self._lane = self.conn.publish_lane(server.messages, self._frame, self._media)
+        self._armed = False
+        self._lane_rx = 0  # the lane's bytes_in when the sweep last looked (``rx_check``)
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused = False  # the socket's write buffer is above the high mark
@@ -186,6 +189,8 @@ class _RtmpPeer(asyncio.Protocol):
             if not events or self.closing:  # (closed by a tag: what followed it is dropped, as ``shutdown`` does)
                 if conn.bytes_to_send:  # what ``_advance`` ends with (an acknowledgement, say)
                     self.flush()
+                if not self._armed:
+                    self._lane_arm()
                 return
             self._events.extend(events)
         self._advance()
@@ -222,6 +227,63 @@ class _RtmpPeer(asyncio.Protocol):
             self.close("internal error", abort=True)
             return
         self.flush()
+        self._lane_arm()
+
+    # --- the lane (C) receiving on its own ---------------------------------------------
+
+    def _lane_arm(self) -> None:
+        """Arm the lane while the connection is in the steady state (publishing; nothing queued,
+        awaited or closing): reads then go to its C ``data_received`` (set on this protocol, which
+        uvloop reads again on ``set_protocol``) and come back to Python only through ``_lane_wake``.
+        Disarm it otherwise."""
+        lane = self._lane
+        if lane is None or self.transport is None:
+            return
+        window = None
+        if len(lane) and not self.closing and not self._events and self._busy is None:
+            window = self.conn.lane_window()
+        if window is not None:
+            lane.arm(window, self._lane_wake)
+            if not self._armed:
+                self._armed = True
+                self.data_received = lane.data_received  # type: ignore[method-assign]
+                self.transport.set_protocol(self)
+        elif self._armed:
+            self._armed = False
+            del self.data_received
+            unsynced = lane.take_unsynced()
+            if unsynced and not self.closing:  # (its acknowledgement; with no message left, no event)
+                self.conn.lane_received(unsynced, (), None, self._media)
+                self.flush()
+            if not self.transport.is_closing():
+                self.transport.set_protocol(self)
+
+    def _lane_wake(self, rest: list[Any] | None, error: BaseException | None) -> None:
+        """The armed lane left messages, its reader raised, or an acknowledgement is due."""
+        lane = self._lane
+        assert lane is not None
+        try:
+            events = self.conn.lane_received(lane.take_unsynced(), rest or (), error, self._media)
+        except Exception:
+            log.exception("rtmp %s: failed handling media", self.peer)
+            self.close("internal error", abort=True)
+            return
+        if self.closing:
+            return
+        if events:
+            self._events.extend(events)
+            self._advance()
+        else:
+            if self.conn.bytes_to_send:
+                self.flush()
+            self._lane_arm()
+
+    def rx_check(self, now: float) -> None:
+        """Bring ``last_rx`` up to date with what the armed lane read (it does not tell each read)."""
+        lane = self._lane
+        if lane is not None and lane.bytes_in != self._lane_rx:
+            self._lane_rx = lane.bytes_in
+            self.last_rx = now
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, MediaData):
@@ -489,6 +551,7 @@ class _RtmpPeer(asyncio.Protocol):
         for out in self._outs.values():
             out.closing = True
         self._events.clear()
+        self._lane_arm()  # (disarms)
         for sid in list(self._publishers) + list(self._players):
             self._stop_stream(sid)
         if self._busy is not None:
@@ -497,7 +560,9 @@ class _RtmpPeer(asyncio.Protocol):
 
     def snapshot(self) -> RtmpConnectionStats:
         stats = dataclasses.replace(self.stats)
-        stats.frames_in += self._lane.frames_in if self._lane is not None else 0
+        if self._lane is not None:
+            stats.frames_in += self._lane.frames_in
+            stats.bytes_in += self._lane.bytes_in
         stats.dropped_out += sum(sub.dropped_frames for sub, _ in self._players.values())
         stats.frames_out += sum(out.frames_out for out in self._outs.values())
         stats.bytes_out += sum(out.bytes_out for out in self._outs.values())
@@ -555,6 +620,7 @@ class RtmpServer:
                 try:
                     if peer.closing:
                         continue
+                    peer.rx_check(now)
                     if not peer.connected and now - peer.opened_at > limits.handshake_timeout_s:
                         peer.close("handshake timeout", abort=True)
                     elif now - peer.last_rx > limits.idle_timeout_s:

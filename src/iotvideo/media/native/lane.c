@@ -250,6 +250,10 @@ typedef struct {
     LaneStream *streams;
     Py_ssize_t n, cap;
     long long frames_in;
+    /* receiving on its own (data_received): */
+    PyObject *wake;              /* wake(rest, error): what it cannot handle; NULL until armed */
+    long long window_left;       /* bytes it may read before the owner must see them (acknowledgements) */
+    long long unsynced, bytes_in; /* read since the owner last took them (take_unsynced); read in all */
 } PublishLaneObject;
 
 static PyTypeObject PublishLaneType;
@@ -289,6 +293,7 @@ static int PublishLane_traverse(PublishLaneObject *self, visitproc visit, void *
     Py_VISIT(self->put);
     Py_VISIT(self->slow);
     Py_VISIT(self->fallback);
+    Py_VISIT(self->wake);
     for (Py_ssize_t i = 0; i < self->n; i++) {
         Py_VISIT(self->streams[i].publisher);
         Py_VISIT((PyObject *)self->streams[i].core);
@@ -303,6 +308,7 @@ static int PublishLane_clear(PublishLaneObject *self) {
     Py_CLEAR(self->put);
     Py_CLEAR(self->slow);
     Py_CLEAR(self->fallback);
+    Py_CLEAR(self->wake);
     for (int k = 0; k < 2; k++) {
         Py_CLEAR(self->video[k]);
         Py_CLEAR(self->audio[k]);
@@ -456,10 +462,63 @@ error:
     return NULL;
 }
 
+/* arm(window_left, wake): data_received may be called; see its doc. */
+static PyObject *PublishLane_arm(PublishLaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "arm(window_left: int, wake: callable)");
+        return NULL;
+    }
+    long long window = PyLong_AsLongLong(args[0]);
+    if (window == -1 && PyErr_Occurred()) return NULL;
+    self->window_left = window;
+    Py_XSETREF(self->wake, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *PublishLane_take_unsynced(PublishLaneObject *self, PyObject *unused) {
+    long long n = self->unsynced;
+    self->unsynced = 0;
+    return PyLong_FromLongLong(n);
+}
+
+/* data_received(data): feed(data) as an asyncio protocol would; wake(rest, None) when messages are
+ * left or the window is used up, wake(None, error) when the reader raised (the read is counted). */
+static PyObject *PublishLane_data_received(PublishLaneObject *self, PyObject *data) {
+    if (self->wake == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "PublishLane.data_received before arm()");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
+    if (n < 0) return NULL;
+    self->bytes_in += n;
+    self->unsynced += n;
+    PyObject *rest = PublishLane_feed(self, data), *r;
+    PyObject *wake = Py_NewRef(self->wake); /* (it may re-arm meanwhile) */
+    if (rest == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value != NULL && tb != NULL) PyException_SetTraceback(value, tb);
+        r = value != NULL ? PyObject_CallFunctionObjArgs(wake, Py_None, value, NULL) : NULL;
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    } else if (PyList_GET_SIZE(rest) || self->unsynced >= self->window_left) {
+        r = PyObject_CallFunctionObjArgs(wake, rest, Py_None, NULL);
+    } else {
+        r = Py_NewRef(Py_None);
+    }
+    Py_XDECREF(rest);
+    Py_DECREF(wake);
+    return r;
+}
+
 static Py_ssize_t PublishLane_len(PublishLaneObject *self) { return self->n; }
 
 static PyMemberDef PublishLane_members[] = {
     {"frames_in", T_LONGLONG, offsetof(PublishLaneObject, frames_in), READONLY, "frames parsed here"},
+    {"bytes_in", T_LONGLONG, offsetof(PublishLaneObject, bytes_in), READONLY, "bytes data_received was given"},
+    {"unsynced", T_LONGLONG, offsetof(PublishLaneObject, unsynced), READONLY, "of those, not taken yet"},
     {NULL},
 };
 
@@ -468,6 +527,14 @@ static PyMethodDef PublishLane_methods[] = {
      PyDoc_STR("add(stream_id, publisher, core): this stream's media are handled here (for publisher's hub).")},
     {"discard", (PyCFunction)PublishLane_discard, METH_O, PyDoc_STR("discard(stream_id): no longer.")},
     {"clear", (PyCFunction)PublishLane_clear_method, METH_NOARGS, PyDoc_STR("clear(): no stream any more.")},
+    {"arm", (PyCFunction)(void (*)(void))PublishLane_arm, METH_FASTCALL,
+     PyDoc_STR("arm(window_left, wake): data_received may run; wake(rest, error) gets what it leaves.")},
+    {"take_unsynced", (PyCFunction)PublishLane_take_unsynced, METH_NOARGS,
+     PyDoc_STR("take_unsynced() -> int: bytes data_received read since the last call.")},
+    {"data_received", (PyCFunction)PublishLane_data_received, METH_O,
+     PyDoc_STR("data_received(data): an asyncio protocol's data_received for the connection while armed: "
+               "feed(data); wake(rest, None) when messages are left or window_left bytes were read since "
+               "take_unsynced(), wake(None, error) when the reader raised.")},
     {"feed", (PyCFunction)PublishLane_feed, METH_O,
      PyDoc_STR("feed(data) -> list: read the chunks; handle each audio/video message of a stream given to "
                "add(); return the messages from the first other one on.")},

@@ -9,7 +9,7 @@ input never raises: it ends in a ``ProtocolError`` event, after which the connec
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -282,20 +282,23 @@ class _RtmpConnection:
                     return events
             self._received += len(view)
             raws = lane.feed(view) if lane is not None and self._lane_ok() else self._reader.feed(view)
-            for raw in raws:
-                if (
-                    on_media is not None and not events  # media first in this read: they may skip the events
-                    and (raw.type_id == _VIDEO or raw.type_id == _AUDIO) and self._media_now(raw, on_media)
-                ):
-                    continue
-                self._on_message(raw, events)
-                if self.closed:
-                    break
+            self._dispatch(raws, on_media, events)
             self._acknowledge()
         except _PROTOCOL_ERRORS as exc:
             self.closed = True
             events.append(ProtocolError(str(exc)))
         return events
+
+    def _dispatch(self, raws: Iterable[RawMessage], on_media: MediaSink | None, events: list[Event]) -> None:
+        for raw in raws:
+            if (
+                on_media is not None and not events  # media first in this read: they may skip the events
+                and (raw.type_id == _VIDEO or raw.type_id == _AUDIO) and self._media_now(raw, on_media)
+            ):
+                continue
+            self._on_message(raw, events)
+            if self.closed:
+                break
 
     def _media_now(self, raw: RawMessage, on_media: MediaSink) -> bool:
         """Hand an audio/video message to ``on_media`` at once (True: done with it), or not (False:
@@ -663,6 +666,37 @@ class RtmpServerConnection(_RtmpConnection):
 
     def _lane_ok(self) -> bool:
         return not (self._publishes_pending or self._phase == _CONNECT_PENDING)  # as ``_media_now``
+
+    def lane_window(self) -> int | None:
+        """While a lane may receive on its own (the handshake is over, nothing awaited, not closed):
+        how many more bytes it may read before an acknowledgement is due (a large number when the
+        peer set no window). None otherwise. See ``lane_received``."""
+        if self.closed or self._handshake is not None or not self._lane_ok():
+            return None
+        if not self._peer_window:
+            return 1 << 62
+        return max(1, self._peer_window - (self._received - self._acked))
+
+    def lane_received(
+        self, nbytes: int, rest: Iterable[RawMessage], error: BaseException | None, on_media: MediaSink
+    ) -> list[Event]:
+        """What ``receive_media`` does after the chunk reader, for reads a lane took on its own
+        (``PublishLane.data_received``): ``nbytes`` were read since it last reported, ``rest`` are the
+        messages it did not handle, ``error`` what its reader raised (a protocol error becomes the
+        ``ProtocolError`` event). Returns the events."""
+        events: list[Event] = []
+        if self.closed:
+            return events
+        self._received += nbytes
+        try:
+            if error is not None:
+                raise error
+            self._dispatch(rest, on_media, events)
+            self._acknowledge()
+        except _PROTOCOL_ERRORS as exc:
+            self.closed = True
+            events.append(ProtocolError(str(exc)))
+        return events
 
     def publish_lane(
         self,
