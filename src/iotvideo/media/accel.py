@@ -50,8 +50,9 @@ FlvOut: Any = getattr(native, "FlvOut", None) if _fan else None
 Fanout: Any = native.Fanout if _fan else None  # type: ignore[union-attr]
 # A publisher's ordinary frames without Python (media/native/lane.c): the hub's per-frame state and a
 # publishing connection's receive path. PublishLane has no Python twin (None: the Python path).
-_lane = _fan and all(hasattr(native, n) for n in ("HubCore", "PublishLane"))
+_lane = _fan and all(hasattr(native, n) for n in ("HubCore", "Gop", "PublishLane"))
 HubCore: type[hubcore.HubCore] = native.HubCore if _lane else hubcore.HubCore  # type: ignore[union-attr]
+Gop: type[hubcore.Gop] = native.Gop if _lane else hubcore.Gop  # type: ignore[union-attr]
 PublishLane: Any = native.PublishLane if _lane else None  # type: ignore[union-attr]
 FAST_OUTS: tuple[type, ...] = tuple(t for t in (RtmpOut, FlvOut) if t is not None)
 """The C outputs a hub's ``Fanout`` feeds (``Subscription.deliver_to`` recognises them)."""
@@ -62,5 +63,5 @@ def describe() -> str:
     if native is None:
         return "pure Python (C accelerator " + ("switched off)" if os.environ.get("IOTVIDEO_NATIVE") else "not built)")
     parts = [n for n in ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage",
-                         "Timeline", "RtmpOut", "FlvOut", "Fanout", "HubCore", "PublishLane") if hasattr(native, n)]
+                         "Timeline", "RtmpOut", "FlvOut", "Fanout", "HubCore", "Gop", "PublishLane") if hasattr(native, n)]
     return "C accelerator: " + (", ".join(parts) if parts else "nothing yet")

@@ -27,7 +27,7 @@ from .codecs import parse_aac_config, parse_avc_config, parse_hevc_config
 from .frames import VIDEO_CODECS as _VIDEO_CODECS
 from .frames import Codec, MediaFrame
 from .hls import HlsConfig, HlsPackager
-from .hubcore import HubCore
+from .hubcore import Gop
 
 if TYPE_CHECKING:
     from .transcode import G711ToAac
@@ -119,15 +119,6 @@ class HubStats:
     channels: int | None
     gop_frames: int
     cache_bytes: int
-
-
-@dataclass(slots=True)
-class _Gop:
-    # (the C fast path, media/native/lane.c, appends to ``frames`` and adds to ``nbytes`` by these names)
-    configs: tuple[MediaFrame, ...]  # in effect at its key frame
-    start_dts: int
-    frames: list[MediaFrame]
-    nbytes: int
 
 
 @dataclass(eq=False, slots=True)
@@ -487,8 +478,9 @@ class StreamHub:
         self._sinks_t: tuple[_Sink, ...] = ()
         self._video_cfg: MediaFrame | None = None
         self._audio_cfg: MediaFrame | None = None
-        self._gops: deque[_Gop] = deque()
-        self.preroll_ms = self.config.preroll_ms  # history kept beyond the current GOP (``keep_history``)
+        self._gops: deque[Gop] = deque()
+        core.gops = self._gops
+        core.preroll_ms = self.config.preroll_ms
         self.idle_since: float | None = clock()  # clock time since when nobody watches; None while someone does
         self._reset_stats()
 
@@ -530,7 +522,7 @@ class StreamHub:
                 if not sub._ended:
                     sub._waiting = True
         publisher = self._core.publisher = Publisher(self, on_evicted)
-        self._video_cfg = self._audio_cfg = None
+        self._set_configs(None, None)
         self._core.has_video = False
         self._clear_cache()
         self._reset_stats()
@@ -550,12 +542,12 @@ class StreamHub:
             if codec in _VIDEO_CODECS:
                 if _same_config(self._video_cfg, frame):
                     return
-                self._video_cfg = frame
+                self._set_configs(frame, self._audio_cfg)
                 core.has_video = True
             else:
                 if _same_config(self._audio_cfg, frame):
                     return
-                self._audio_cfg = frame
+                self._set_configs(self._video_cfg, frame)
             self._describe(frame)
             if self._gops:
                 self._cache(frame)
@@ -610,6 +602,10 @@ class StreamHub:
             core.fan_version = fan.version
             core.fast = not self._slow_t and not self._sinks_t
         return self._slow_t
+
+    def _set_configs(self, video: MediaFrame | None, audio: MediaFrame | None) -> None:
+        self._video_cfg, self._audio_cfg = video, audio
+        self._core.configs = tuple(c for c in (video, audio) if c is not None)
 
     def _slow_changed(self) -> None:
         """Subscriptions or sinks changed: the next frame takes the Python path, which recomputes."""
@@ -684,14 +680,13 @@ class StreamHub:
         self._core.gop = None
 
     def _new_gop(self, key: MediaFrame) -> None:
-        configs = tuple(c for c in (self._video_cfg, self._audio_cfg) if c is not None)
         gops = self._gops
         core = self._core
-        gop = _Gop(configs, key.dts, [key], len(key.data))
+        gop = accel.Gop(core.configs, key.dts, [key], len(key.data))
         gops.append(gop)
         core.gop = gop
         core.cache_bytes += len(key.data)
-        keep_from = key.dts - self.preroll_ms
+        keep_from = key.dts - core.preroll_ms
         while len(gops) > 1 and (gops[1].start_dts <= keep_from or core.cache_bytes > self.config.cache_max_bytes):
             core.cache_bytes -= gops.popleft().nbytes
         if len(key.data) > self.config.gop_max_bytes:
@@ -728,11 +723,16 @@ class StreamHub:
         """The configurations and the current GOP (key frame first); empty when none is cached."""
         return self._frames_from(len(self._gops) - 1) if self._gops else []
 
+    @property
+    def preroll_ms(self) -> int:
+        """History kept beyond the current GOP (``keep_history``)."""
+        return self._core.preroll_ms  # type: ignore[no-any-return]
+
     def keep_history(self, ms: int) -> None:
         """From now on keep at least ``ms`` of history before the live edge (whole GOPs, within
         ``config.cache_max_bytes``), for players that start that far back (``CacheDuration``)."""
-        if ms > self.preroll_ms:
-            self.preroll_ms = ms
+        if ms > self._core.preroll_ms:
+            self._core.preroll_ms = ms
 
     def preroll(self, seconds: float) -> list[MediaFrame]:
         """At least the last ``seconds`` (as far as the cache reaches), configurations first,
@@ -796,7 +796,7 @@ class StreamHub:
         if self.closed:
             raise HubClosed(self.path)
         sink = _Sink(feed, on_end)
-        start = self.gop() or [c for c in (self._video_cfg, self._audio_cfg) if c is not None]
+        start = self.gop() or list(self._core.configs)
         for frame in start:
             try:
                 feed(frame)

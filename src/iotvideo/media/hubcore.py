@@ -1,4 +1,4 @@
-"""A stream hub's per-frame state (counters, the GOP being cached, what the fast path may assume).
+"""A stream hub's per-frame state (counters, the GOP being cached, what the fast path may assume) and its cached GOPs.
 
 ``StreamHub`` keeps these fields here rather than on itself so that the C accelerator's twin
 (``accel.HubCore``, media/native/lane.c) can take a publisher's ordinary frames without
@@ -11,7 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(slots=True)
+class Gop:
+    """One cached GOP: its key frame first (the C twin, ``accel.Gop``, is what the C fast path appends to)."""
+
+    configs: tuple[Any, ...]  # the configurations in effect at its key frame
+    start_dts: int
+    frames: list[Any]
+    nbytes: int
 
 
 class HubCore:
@@ -19,7 +30,7 @@ class HubCore:
 
     __slots__ = (
         "frames_in", "bytes_in", "last_frame", "rate_start", "rate_bytes", "bitrate",
-        "cache_bytes", "gop", "gop_max_bytes", "gop_max_ms", "cache_max_bytes",
+        "cache_bytes", "gops", "gop", "configs", "preroll_ms", "gop_max_bytes", "gop_max_ms", "cache_max_bytes",
         "video_codec", "audio_codec", "has_video", "fan", "fan_version", "fast", "publisher", "clock",
     )
 
@@ -31,7 +42,10 @@ class HubCore:
         self.rate_bytes = 0
         self.bitrate = 0.0  # bits per second, smoothed over about a second
         self.cache_bytes = 0  # media held by the cached GOPs
-        self.gop: Any = None  # the GOP frames are appended to (a hub ``_Gop``: frames, nbytes, start_dts), or None
+        self.gops: Any = None  # the hub's cached GOPs (a deque of Gop, oldest first)
+        self.gop: Gop | None = None  # the GOP frames are appended to (the hub's latest), or None
+        self.configs: tuple[Any, ...] = ()  # the configurations in effect (video first): a new GOP's
+        self.preroll_ms = 0  # history kept beyond the current GOP
         self.gop_max_bytes = 0
         self.gop_max_ms = 0
         self.cache_max_bytes = 0

@@ -109,6 +109,9 @@ static PyObject *build(PyTypeObject *tp, const Py_ssize_t *offsets, PyObject **v
             *(PyObject **)((char *)obj + offsets[k]) = vals[k];
             vals[k] = NULL;
         }
+        /* Their fields are ints, bytes, bools and enum members: no cycle can go through them, so the
+         * cycle collector need not track them (one is built per frame; the cached GOPs hold thousands). */
+        if (PyObject_IS_GC(obj)) PyObject_GC_UnTrack(obj);
     } else {
         obj = PyObject_Vectorcall((PyObject *)tp, vals, n, NULL);
     }

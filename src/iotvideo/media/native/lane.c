@@ -6,22 +6,102 @@
  * itself (counters, the cached GOP, the hub's Fanout) when it is an ordinary one: not a key frame
  * or a configuration, of the codec already seen, within the cache's bounds, while the hub says
  * ``fast`` (no sinks, no slow subscriptions) and the publisher is still the hub's. Anything else
- * goes to the Python callbacks, which do exactly what the pure-Python path does. */
+ * goes to the Python callbacks, which do exactly what the pure-Python path does. Gop is the twin of
+ * hubcore.Gop (a cached GOP), which the fast path appends to. */
 #include "native.h"
 
 #include <structmember.h>
 #include <time.h>
 
-static PyObject *str_frames, *str_nbytes, *str_start_dts, *str_offer, *time_monotonic;
+static PyObject *str_offer, *str_append, *str_popleft, *time_monotonic;
+
+/* ---- Gop (twin of hubcore.Gop) --------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *configs, *frames;
+    long long start_dts, nbytes;
+} GopObject;
+
+static PyTypeObject GopType;
+
+static int Gop_init(GopObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"configs", "start_dts", "frames", "nbytes", NULL};
+    PyObject *configs, *frames;
+    long long start_dts, nbytes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLO!L:Gop", kwlist, &configs, &start_dts, &PyList_Type, &frames, &nbytes))
+        return -1;
+    Py_XSETREF(self->configs, Py_NewRef(configs));
+    Py_XSETREF(self->frames, Py_NewRef(frames));
+    self->start_dts = start_dts;
+    self->nbytes = nbytes;
+    return 0;
+}
+
+static int Gop_traverse(GopObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->configs);
+    Py_VISIT(self->frames);
+    return 0;
+}
+
+static int Gop_clear(GopObject *self) {
+    Py_CLEAR(self->configs);
+    Py_CLEAR(self->frames);
+    return 0;
+}
+
+static void Gop_dealloc(GopObject *self) {
+    PyObject_GC_UnTrack(self);
+    Gop_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Gop_set_frames(GopObject *self, PyObject *value, void *closure) {
+    if (value == NULL || !PyList_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "Gop.frames must be a list");
+        return -1;
+    }
+    Py_XSETREF(self->frames, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *Gop_get_frames(GopObject *self, void *closure) { return Py_NewRef(self->frames ? self->frames : Py_None); }
+
+static PyMemberDef Gop_members[] = {
+    {"configs", T_OBJECT, offsetof(GopObject, configs), 0, NULL},
+    {"start_dts", T_LONGLONG, offsetof(GopObject, start_dts), 0, NULL},
+    {"nbytes", T_LONGLONG, offsetof(GopObject, nbytes), 0, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Gop_getset[] = {
+    {"frames", (getter)Gop_get_frames, (setter)Gop_set_frames, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject GopType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "iotvideo.media._native.Gop",
+    .tp_doc = PyDoc_STR("Gop(configs, start_dts, frames: list, nbytes): one cached GOP (hubcore.Gop's twin)."),
+    .tp_basicsize = sizeof(GopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Gop_init,
+    .tp_dealloc = (destructor)Gop_dealloc,
+    .tp_traverse = (traverseproc)Gop_traverse,
+    .tp_clear = (inquiry)Gop_clear,
+    .tp_members = Gop_members,
+    .tp_getset = Gop_getset,
+};
 
 /* ---- HubCore ---------------------------------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
     long long frames_in, bytes_in, rate_bytes, cache_bytes;
-    long long gop_max_bytes, gop_max_ms, cache_max_bytes, fan_version;
+    long long gop_max_bytes, gop_max_ms, cache_max_bytes, fan_version, preroll_ms;
     double last_frame, rate_start, bitrate;
-    PyObject *gop, *video_codec, *audio_codec, *fan, *publisher, *clock;
+    PyObject *gops, *gop, *configs, *video_codec, *audio_codec, *fan, *publisher, *clock;
     char has_video, fast;
 } HubCoreObject;
 
@@ -32,13 +112,18 @@ static int HubCore_init(HubCoreObject *self, PyObject *args, PyObject *kwds) {
     PyObject *clock = time_monotonic;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:HubCore", kwlist, &clock)) return -1;
     Py_XSETREF(self->clock, Py_NewRef(clock));
-    PyObject **objs[] = {&self->gop, &self->video_codec, &self->audio_codec, &self->fan, &self->publisher};
+    PyObject **objs[] = {&self->gops, &self->gop, &self->video_codec, &self->audio_codec, &self->fan, &self->publisher};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++) Py_XSETREF(*objs[i], Py_NewRef(Py_None));
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) return -1;
+    Py_XSETREF(self->configs, empty);
     self->fan_version = -1;
     return 0;
 }
 
 static int HubCore_traverse(HubCoreObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->gops);
+    Py_VISIT(self->configs);
     Py_VISIT(self->gop);
     Py_VISIT(self->video_codec);
     Py_VISIT(self->audio_codec);
@@ -49,6 +134,8 @@ static int HubCore_traverse(HubCoreObject *self, visitproc visit, void *arg) {
 }
 
 static int HubCore_clear(HubCoreObject *self) {
+    Py_CLEAR(self->gops);
+    Py_CLEAR(self->configs);
     Py_CLEAR(self->gop);
     Py_CLEAR(self->video_codec);
     Py_CLEAR(self->audio_codec);
@@ -110,17 +197,64 @@ static int as_int64(PyObject *obj, int64_t *out) { /* owns obj */
     return 0;
 }
 
+/* A key frame starts a GOP (StreamHub._new_gop): appended to ``gops``, older GOPs let go beyond the
+ * history kept and the cache bound. 0 done, -1 error. */
+static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ssize_t size) {
+    GopObject *gop = PyObject_GC_New(GopObject, &GopType);
+    if (gop == NULL) return -1;
+    gop->configs = Py_NewRef(self->configs);
+    gop->start_dts = dts;
+    gop->nbytes = size;
+    if ((gop->frames = PyList_New(1)) == NULL) {
+        gop->configs = NULL; /* (a plain dealloc: nothing else set) */
+        Py_DECREF(self->configs);
+        PyObject_GC_Del(gop);
+        return -1;
+    }
+    PyList_SET_ITEM(gop->frames, 0, Py_NewRef(frame));
+    PyObject_GC_Track(gop);
+    PyObject *r = PyObject_CallMethodOneArg(self->gops, str_append, (PyObject *)gop);
+    if (r == NULL) {
+        Py_DECREF(gop);
+        return -1;
+    }
+    Py_DECREF(r);
+    Py_SETREF(self->gop, (PyObject *)gop);
+    self->cache_bytes += size;
+    int64_t keep_from = dts - self->preroll_ms;
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(self->gops);
+        if (n < 0) return -1;
+        if (n <= 1) break;
+        PyObject *second = PySequence_GetItem(self->gops, 1);
+        if (second == NULL) return -1;
+        int drop = Py_TYPE(second) != &GopType || ((GopObject *)second)->start_dts <= keep_from ||
+                   self->cache_bytes > self->cache_max_bytes;
+        Py_DECREF(second);
+        if (!drop) break;
+        PyObject *old = PyObject_CallMethodNoArgs(self->gops, str_popleft);
+        if (old == NULL) return -1;
+        if (Py_TYPE(old) == &GopType) self->cache_bytes -= ((GopObject *)old)->nbytes;
+        Py_DECREF(old);
+    }
+    return 0;
+}
+
 /* The fast path for ``frame`` from ``publisher``, whose RTMP message for every player is ``msg``
- * (what ``fn``, the server's message memo, would give; ``put(frame, msg)`` stores it there):
- * 1 taken, 0 not (nothing changed: the caller hands it to the hub's Python path), -1 error. */
+ * (what ``fn``, the server's message memo, would give; ``put(frame, msg)`` stores it there): what
+ * StreamHub._publish does for an ordinary frame or key frame while nothing else needs it (no sinks,
+ * no slow subscriptions, the codec already known, the cache within its bounds). 1 taken, 0 not
+ * (nothing changed: the caller hands it to the hub's Python path), -1 error. */
 static int core_take(HubCoreObject *self, PyObject *publisher, PyObject *frame, PyObject *fn, PyObject *msg,
                      PyObject *put) {
     if (!self->fast || self->publisher != publisher || !native_is_fanout(self->fan) ||
         (long long)native_fanout_version(self->fan) != self->fan_version)
         return 0;
-    int rc = -1, video;
-    PyObject *codec = NULL, *flag = NULL, *data = NULL, *frames = NULL, *refused = NULL;
-    int64_t dts, nbytes = 0, start = 0;
+    int rc = -1, video, key = 0;
+    PyObject *codec = NULL, *flag = NULL, *data = NULL, *refused = NULL;
+    int64_t dts;
+    double now;
+    if (core_now(self, &now) < 0) goto done; /* (first: a Python clock may change anything) */
     if ((flag = native_frame_field(frame, FF_IS_CONFIG)) == NULL) goto done;
     if (flag != Py_False) goto not_taken;
     Py_CLEAR(flag);
@@ -128,7 +262,8 @@ static int core_take(HubCoreObject *self, PyObject *publisher, PyObject *frame, 
     if (codec == self->video_codec) {
         video = 1;
         if ((flag = native_frame_field(frame, FF_KEYFRAME)) == NULL) goto done;
-        if (flag != Py_False) goto not_taken;
+        key = flag == Py_True;
+        if (!key && flag != Py_False) goto not_taken;
     } else if (codec == self->audio_codec) {
         video = 0;
     } else {
@@ -138,29 +273,26 @@ static int core_take(HubCoreObject *self, PyObject *publisher, PyObject *frame, 
     if ((data = native_frame_field(frame, FF_DATA)) == NULL) goto done;
     if (!PyBytes_Check(data)) goto not_taken;
     Py_ssize_t size = PyBytes_GET_SIZE(data);
-    PyObject *gop = self->gop;
-    if (gop != Py_None) { /* within the bounds, else the Python path trims the cache */
-        if ((frames = PyObject_GetAttr(gop, str_frames)) == NULL) goto done;
-        if (!PyList_Check(frames)) goto not_taken;
-        if (as_int64(PyObject_GetAttr(gop, str_nbytes), &nbytes) < 0) goto done;
-        if (as_int64(PyObject_GetAttr(gop, str_start_dts), &start) < 0) goto done;
-        if (nbytes + size > self->gop_max_bytes || dts - start > self->gop_max_ms ||
+    GopObject *gop = NULL;
+    if (key) { /* a GOP of its own within the bounds, a place to keep it */
+        if (size > self->gop_max_bytes || self->gops == Py_None || !PyTuple_Check(self->configs)) goto not_taken;
+    } else if (self->gop != Py_None) { /* within the bounds, else the Python path trims the cache */
+        if (Py_TYPE(self->gop) != &GopType) goto not_taken;
+        gop = (GopObject *)self->gop;
+        if (gop->nbytes + size > self->gop_max_bytes || dts - gop->start_dts > self->gop_max_ms ||
             self->cache_bytes + size > self->cache_max_bytes)
             goto not_taken;
     }
-    double now;
-    if (core_now(self, &now) < 0) goto done;
-    if (frames != NULL) {
-        PyObject *n = PyLong_FromLongLong(nbytes + size);
-        if (n == NULL) goto done;
-        int set = PyObject_SetAttr(gop, str_nbytes, n);
-        Py_DECREF(n);
-        if (set < 0 || PyList_Append(frames, frame) < 0) goto done;
-        self->cache_bytes += size;
-    }
     core_count(self, size, now);
     if (video) self->has_video = 1;
-    int sync = !video && !self->has_video; /* in an audio-only stream every frame is a starting point */
+    if (key) {
+        if (core_new_gop(self, frame, dts, size) < 0) goto done;
+    } else if (gop != NULL) {
+        if (PyList_Append(gop->frames, frame) < 0) goto done;
+        gop->nbytes += size;
+        self->cache_bytes += size;
+    }
+    int sync = key || (!video && !self->has_video); /* in an audio-only stream every frame is a starting point */
     refused = native_fanout_send(self->fan, frame, dts, 0, size, fn, msg);
     if (refused == NULL) goto done;
     if (refused != Py_None && PyList_GET_SIZE(refused)) { /* they queue it: with its message, for the memo */
@@ -182,7 +314,6 @@ done:
     Py_XDECREF(codec);
     Py_XDECREF(flag);
     Py_XDECREF(data);
-    Py_XDECREF(frames);
     Py_XDECREF(refused);
     return rc;
 }
@@ -200,6 +331,9 @@ static PyMemberDef HubCore_members[] = {
     {"rate_start", T_DOUBLE, offsetof(HubCoreObject, rate_start), 0, NULL},
     {"bitrate", T_DOUBLE, offsetof(HubCoreObject, bitrate), 0, NULL},
     {"gop", T_OBJECT, offsetof(HubCoreObject, gop), 0, NULL},
+    {"gops", T_OBJECT, offsetof(HubCoreObject, gops), 0, NULL},
+    {"configs", T_OBJECT, offsetof(HubCoreObject, configs), 0, NULL},
+    {"preroll_ms", T_LONGLONG, offsetof(HubCoreObject, preroll_ms), 0, NULL},
     {"video_codec", T_OBJECT, offsetof(HubCoreObject, video_codec), 0, NULL},
     {"audio_codec", T_OBJECT, offsetof(HubCoreObject, audio_codec), 0, NULL},
     {"fan", T_OBJECT, offsetof(HubCoreObject, fan), 0, NULL},
@@ -561,17 +695,17 @@ static PyTypeObject PublishLaneType = {
 };
 
 int native_init_lane(PyObject *module) {
-    if ((str_frames = PyUnicode_InternFromString("frames")) == NULL ||
-        (str_nbytes = PyUnicode_InternFromString("nbytes")) == NULL ||
-        (str_start_dts = PyUnicode_InternFromString("start_dts")) == NULL ||
-        (str_offer = PyUnicode_InternFromString("_offer")) == NULL)
+    if ((str_offer = PyUnicode_InternFromString("_offer")) == NULL ||
+        (str_append = PyUnicode_InternFromString("append")) == NULL ||
+        (str_popleft = PyUnicode_InternFromString("popleft")) == NULL)
         return -1;
     PyObject *time = PyImport_ImportModule("time");
     if (time == NULL) return -1;
     time_monotonic = PyObject_GetAttrString(time, "monotonic");
     Py_DECREF(time);
     if (time_monotonic == NULL) return -1;
-    if (PyType_Ready(&HubCoreType) < 0 || PyType_Ready(&PublishLaneType) < 0) return -1;
+    if (PyType_Ready(&GopType) < 0 || PyType_Ready(&HubCoreType) < 0 || PyType_Ready(&PublishLaneType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "Gop", (PyObject *)&GopType) < 0) return -1;
     if (PyModule_AddObjectRef(module, "HubCore", (PyObject *)&HubCoreType) < 0) return -1;
     return PyModule_AddObjectRef(module, "PublishLane", (PyObject *)&PublishLaneType);
 }
