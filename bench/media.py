@@ -1,18 +1,24 @@
 """Live-media benchmark: iotvideo's media server side by side with nginx-rtmp on the same machine and load.
 
-    .venv/bin/python bench/media.py [--quick]
+    .venv/bin/python bench/media.py [--quick] [--rounds N] [--only iotvideo|nginx]
 
 1. installs nginx + ``libnginx-mod-rtmp`` with apt-get when missing (``apt-get update`` on failure);
 2. encodes two test clips once with ffmpeg (H.264, 1 s GOP, no B-frames, no audio): 720p at
    ~2 Mbit/s and 360p at ~600 kbit/s, 12 s each, and pre-parses them into FLV video tag bodies;
 3. starts nginx (own temp config: ``rtmp`` on a free loopback port, ``daemon off``, one worker,
    pid and error log in a temp dir) and ``iotvideo serve`` (free ports, IOTVIDEO_LOG_LEVEL=warning);
+   both stay up for the whole run (an idle server costs nothing);
 4. runs the same phases against both, with a light load generator in this one process (asyncio,
    our sans-IO ``RtmpClientConnection``): publishers replay the pre-parsed frames in real time,
-   players read and discard, counting bytes and frames:
+   players read and discard, counting bytes and frames. The cpu/stream phase runs FIRST, in
+   ``--rounds`` rounds (default 3, ``--quick`` 1) that alternate the servers (nginx-rtmp round 1,
+   iotvideo round 1, nginx-rtmp round 2, ...), so that a drift of the machine hits both alike;
+   then the other phases run once per server, nginx-rtmp's then iotvideo's, in the order below:
 
-   * **cpu/stream**: N publishers × 2 Mbit/s (default 200, ``--quick`` 50), one RTMP player each;
-     server CPU (from /proc/PID/stat, nginx master + workers) per stream;
+   * **cpu/stream**: N publishers × 2 Mbit/s (default 200, ``--quick`` 50), one RTMP player each,
+     a fresh set each round; server CPU (from /proc/PID/stat, user and system apart, nginx master +
+     workers) per stream. The figure is the median of the rounds (each round's figures are kept,
+     and the table shows min–max);
    * **players/core**: one 600 kbit/s stream, players ramped (50, 100, 200, 400); server CPU per
      player, players per core, and players that fell behind (< 90 % of the frames sent); the same
      with HTTP-FLV players (iotvideo only: stock nginx-rtmp has no HTTP-FLV);
@@ -195,16 +201,21 @@ class Server:
                     out.append(int(d))
         return out
 
-    def cpu_s(self) -> float:
-        total = 0.0
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process and its children (utime, stime)."""
+        user = system = 0.0
         for pid in self.pids():
             try:
                 raw = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
             f = raw[raw.rindex(")") + 2:].split()
-            total += (int(f[11]) + int(f[12])) / _CLK
-        return total
+            user += int(f[11]) / _CLK
+            system += int(f[12]) / _CLK
+        return user, system
+
+    def cpu_s(self) -> float:
+        return sum(self.cpu_times())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -618,15 +629,18 @@ def pct(xs: list[float], q: float) -> float | None:
 async def measure(srv: Server, players: list[Player], seconds: float) -> dict[str, Any]:
     f0 = [p.frames for p in players]
     b0 = sum(p.bytes for p in players)
-    c0, o0, t0 = srv.cpu_s(), own_cpu_s(), time.perf_counter()
+    (u0, s0), o0, t0 = srv.cpu_times(), own_cpu_s(), time.perf_counter()
     await asyncio.sleep(seconds)
     dt = time.perf_counter() - t0
-    cpu = (srv.cpu_s() - c0) / dt
+    u1, s1 = srv.cpu_times()
+    user, system = (u1 - u0) / dt, (s1 - s0) / dt
+    cpu = user + system
     own = (own_cpu_s() - o0) / dt
     got = [p.frames - f for p, f in zip(players, f0)]
     expected = FPS * dt
     behind = sum(1 for g in got if g < 0.9 * expected)
-    return {"server_cpu_pct": round(100 * cpu, 1), "loadgen_cpu_pct": round(100 * own, 1),
+    return {"server_cpu_pct": round(100 * cpu, 1), "server_user_pct": round(100 * user, 1),
+            "server_sys_pct": round(100 * system, 1), "loadgen_cpu_pct": round(100 * own, 1),
             "players_behind": behind, "player_fps_min": round(min(got) / dt, 1) if got else None,
             "rx_mbit_s": round((sum(p.bytes for p in players) - b0) * 8 / dt / 1e6, 1),
             "errors": sum(1 for p in players if p.error)}
@@ -654,6 +668,38 @@ async def phase_streams(srv: Server, clip: Clip, n: int, seconds: float) -> dict
             p.close()
         pacer.close()
         await asyncio.sleep(1)
+
+
+def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The streams phase over its rounds: the median of each figure (players behind, errors and the
+    publishers' buffer: the worst round; the slowest player: the lowest), and the rounds themselves."""
+    med = {k: round(statistics.median(r[k] for r in rounds), 3 if k == "cpu_pct_per_stream" else 1)
+           for k in ("server_cpu_pct", "server_user_pct", "server_sys_pct", "loadgen_cpu_pct", "rx_mbit_s",
+                     "cpu_pct_per_stream")}
+    per_stream = [r["cpu_pct_per_stream"] for r in rounds]
+    fps = [r["player_fps_min"] for r in rounds if r["player_fps_min"] is not None]
+    return {**med, "streams": rounds[0]["streams"],
+            "players_behind": max(r["players_behind"] for r in rounds),
+            "errors": max(r["errors"] for r in rounds),
+            "player_fps_min": min(fps) if fps else None,
+            "publisher_buffer_max_kb": max(r["publisher_buffer_max_kb"] for r in rounds),
+            "cpu_pct_per_stream_rounds": per_stream,
+            "cpu_pct_per_stream_min": min(per_stream), "cpu_pct_per_stream_max": max(per_stream),
+            "rounds": rounds}
+
+
+async def streams_rounds(servers: list[Server], clip: Clip, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The streams phase ``args.rounds`` times per server, the servers alternating round by round."""
+    rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+    for r in range(args.rounds):
+        for srv in servers:
+            say(f"  {srv.name}: {args.streams} publishers × 2 Mbit/s + 1 player each, round {r + 1}/{args.rounds}")
+            m = await phase_streams(srv, clip, args.streams, args.seconds)
+            m["round"] = r + 1
+            rounds[srv.name].append(m)
+            say(f"    {m}")
+            await asyncio.sleep(1)  # the previous round's connections are gone before the next one
+    return {name: combine_rounds(rs) for name, rs in rounds.items()}
 
 
 async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: float,
@@ -737,9 +783,6 @@ async def run_server(srv: Server, clips: dict[str, Clip], args: argparse.Namespa
     res["first_frame"] = {k: await phase_first_frame(srv, clips["600k"], k, 20) for k in kinds}
     say(f"  {srv.name}: glass-to-glass (network path)")
     res["g2g"] = await phase_g2g(srv, clips["600k"], kinds + (["hls"] if srv.hls_path else []), 6 if args.quick else 10)
-    say(f"  {srv.name}: {args.streams} publishers × 2 Mbit/s + 1 player each")
-    res["streams"] = await phase_streams(srv, clips["2m"], args.streams, args.seconds)
-    say(f"    {res['streams']}")
     say(f"  {srv.name}: players of one 600 kbit/s stream")
     res["players"] = await phase_players(srv, clips["600k"], args.steps, args.seconds)
     if srv.flv_path:  # stock nginx-rtmp has no HTTP-FLV
@@ -792,7 +835,7 @@ def best_players(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"bench": "media", "quick": args.quick, "streams": args.streams,
+    out: dict[str, Any] = {"bench": "media", "quick": args.quick, "streams": args.streams, "rounds": args.rounds,
                            "iotvideo_implementation": implementation()}
     for name, r in results.items():
         key = "iotvideo" if name == "iotvideo" else "nginx_rtmp"
@@ -800,6 +843,8 @@ def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> d
         bp = best_players(r["players"])
         out[key] = {
             "cpu_pct_per_stream": s["cpu_pct_per_stream"], "server_cpu_pct": s["server_cpu_pct"],
+            "cpu_pct_per_stream_rounds": s["cpu_pct_per_stream_rounds"],
+            "server_user_pct": s["server_user_pct"], "server_sys_pct": s["server_sys_pct"],
             "streams_players_behind": s["players_behind"],
             "players_per_core": bp["players_per_core"], "max_players_ok": bp["max_players_ok"],
             "cpu_pct_per_player": bp["cpu_pct_per_player"],
@@ -830,9 +875,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             vals.append("-" if v is None else str(v))
         rows.append((label, *vals))
 
+    def spread(s: dict[str, Any]) -> str:
+        n = len(s.get("cpu_pct_per_stream_rounds") or [])
+        if n < 2:
+            return f"{s['cpu_pct_per_stream']} (1 round)"
+        return f"{s['cpu_pct_per_stream']} ({s['cpu_pct_per_stream_min']}–{s['cpu_pct_per_stream_max']}, {n} rounds)"
+
     row("streams (2 Mbit/s publishers, 1 RTMP player each)", lambda r: r["streams"]["streams"])
     row("  server CPU, % of one core", lambda r: r["streams"]["server_cpu_pct"])
-    row("  CPU per stream, % of one core", lambda r: r["streams"]["cpu_pct_per_stream"])
+    row("    user / system", lambda r: f"{r['streams']['server_user_pct']} / {r['streams']['server_sys_pct']}")
+    row("  CPU per stream, % of one core: median (min–max)", lambda r: spread(r["streams"]))
     row("  players behind (< 90 % of frames) / errors",
         lambda r: f"{r['streams']['players_behind']} / {r['streams']['errors']}")
     row("  received by the players, Mbit/s", lambda r: r["streams"]["rx_mbit_s"])
@@ -893,6 +945,13 @@ def write_docs(cmd: str, mach: dict[str, Any], tbl: str, summary: dict[str, Any]
         p95 = summary["iotvideo_idle_camera_ttff_p95_ms"].get(k)
         return "-" if p50 is None else f"{p50} / {p95} ms"
 
+    n_rounds = summary.get("rounds", 1)
+    rounds_text = ("in one round per server (`--rounds 1`: no spread to show)" if n_rounds == 1 else
+                   f"in {n_rounds} rounds per server that alternate the servers\n  (nginx-rtmp, iotvideo, "
+                   "nginx-rtmp, ...), each with a fresh set of publishers and players, so that a\n  drift of "
+                   "the machine hits both alike. Its figures are the median of the rounds (CPU per\n  stream: "
+                   "median and min–max; players behind and errors: the worst round)")
+
     text = f"""## Media (bench/media.py)
 
 Command: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).
@@ -901,14 +960,17 @@ Machine: {mach['cpu']}, {mach['cores']} cores, kernel {mach['kernel']}, Python {
 nginx {mach['nginx']} with libnginx-mod-rtmp {mach['libnginx_mod_rtmp']} (one worker, `live on`,
 chunk_size 4096); iotvideo at {mach['commit']} (`iotvideo serve`, log level warning, one process;
 {mach['implementation']}).
-Both servers ran on the same machine, one after the other, under the same load from one
-load-generator process (asyncio, {mach['loadgen_loop']}; our sans-IO RTMP client) replaying
-pre-encoded H.264 (1 s GOP, no B-frames, no audio; 720p ≈ {summary.get('_kbps_2m')} kbit/s and
-360p ≈ {summary.get('_kbps_600k')} kbit/s) in real time. CPU is server CPU (user + system from
-/proc/PID/stat; nginx: master + worker) in % of one core.
+Both servers ran on the same machine (both started for the whole run, the one not under load
+idle), under the same load from one load-generator process (asyncio, {mach['loadgen_loop']}; our
+sans-IO RTMP client) replaying pre-encoded H.264 (1 s GOP, no B-frames, no audio; 720p ≈
+{summary.get('_kbps_2m')} kbit/s and 360p ≈ {summary.get('_kbps_600k')} kbit/s) in real time. CPU is
+server CPU (user + system from /proc/PID/stat, also shown apart; nginx: master + worker) in % of one
+core.
 
 {tbl}
 
+* **CPU per stream** ran first, {rounds_text}; the other phases then ran once per
+  server, one server after the other.
 * **Time to first frame** is connect → first video *key* frame (the first decodable one) on a
   stream already live. iotvideo keeps the latest GOP and starts a player on it at once;
   nginx-rtmp (default `wait_key off`, no GOP cache) sends the next frame, and a decoder must
@@ -950,18 +1012,22 @@ Final JSON line:
 
 
 async def amain(args: argparse.Namespace, servers: list[Server], clips: dict[str, Clip]) -> dict[str, Any]:
+    say(f"== CPU per stream: {args.rounds} round(s), alternating {' / '.join(s.name for s in servers)}")
+    streams = await streams_rounds(servers, clips["2m"], args)
     results = {}
     for srv in servers:
         say(f"== {srv.name}")
-        results[srv.name] = await run_server(srv, clips, args)
+        results[srv.name] = {"streams": streams[srv.name], **await run_server(srv, clips, args)}
     return results
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="50 streams, players up to 200, shorter windows")
+    ap.add_argument("--quick", action="store_true", help="50 streams, players up to 200, shorter windows, 1 streams round")
     ap.add_argument("--streams", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="measurement window per step")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of the CPU-per-stream phase per server, alternating servers (default 3, --quick 1)")
     ap.add_argument("--only", choices=["iotvideo", "nginx"], default=None)
     ap.add_argument("--write-docs", action="store_true", help="write the section in docs/benchmarks.md")
     ap.add_argument("--python", action="store_true", help="run iotvideo's media hot path in pure Python (IOTVIDEO_NATIVE=0)")
@@ -970,6 +1036,7 @@ def main() -> int:
     NATIVE = "0" if args.python else "1"
     args.streams = args.streams or (50 if args.quick else 200)
     args.seconds = args.seconds or (6.0 if args.quick else 10.0)
+    args.rounds = max(1, args.rounds or (1 if args.quick else 3))
     args.steps = [50, 100, 200] if args.quick else [50, 100, 200, 400]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),) * 2)
     try:
@@ -1012,7 +1079,8 @@ def main() -> int:
     print(tbl)
     (cache / "last.json").write_text(json.dumps({"results": results, "summary": summary}, indent=1))
     if args.write_docs:
-        cmd = ".venv/bin/python bench/media.py" + (" --quick" if args.quick else "") + (" --python" if args.python else "") + " --write-docs"
+        cmd = (".venv/bin/python bench/media.py" + (" --quick" if args.quick else "") + (" --python" if args.python else "")
+               + (f" --rounds {args.rounds}" if args.rounds != (1 if args.quick else 3) else "") + " --write-docs")
         write_docs(cmd, machine(), tbl, summary)
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}), flush=True)
     return 0
