@@ -59,6 +59,7 @@ class FakeTransport:
         self.kept = bytearray()
         self.written = 0
         self.closed = False
+        self.protocol: Any = None  # set by set_protocol (None: the one given to connection_made)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 40000) if name == "peername" else default
@@ -99,7 +100,7 @@ async def publish_setup(client: RtmpClientConnection, peer: _RtmpPeer, transport
     for _ in range(100):
         out = client.data_to_send()
         if out:
-            peer.data_received(out)
+            (peer if transport.protocol is None else transport.protocol).data_received(out)
         await asyncio.sleep(0)  # the authorizer's task
         for ev in client.receive_data(transport.take()) if transport.kept else []:
             if isinstance(ev, Connected):
@@ -161,7 +162,7 @@ async def one_round(chunk_size: int, reads: list[bytes]) -> tuple[float, int]:
     frames0 = peer.snapshot().frames_in
     t0 = time.process_time()
     for data in reads:
-        peer.data_received(data)
+        (peer if transport.protocol is None else transport.protocol).data_received(data)
     cpu = time.process_time() - t0
     frames = peer.snapshot().frames_in - frames0
     assert not peer.closing and peer.stats.bad_tags == 0, peer.stats

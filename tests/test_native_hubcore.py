@@ -105,6 +105,7 @@ class FakeTransport:
     def __init__(self) -> None:
         self.out = bytearray()
         self.closed = False
+        self.protocol: Any = None  # set by set_protocol (None: the one given to connection_made)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 40000) if name == "peername" else default
@@ -125,7 +126,7 @@ class FakeTransport:
         pass
 
     def set_protocol(self, protocol: Any) -> None:
-        pass
+        self.protocol = protocol  # the armed lane, or the peer again
 
     def close(self) -> None:
         self.closed = True
@@ -248,7 +249,7 @@ class Run:
         for _ in range(100):
             out = client.data_to_send()
             if out:
-                peer.data_received(out)
+                (peer if transport.protocol is None else transport.protocol).data_received(out)
             await asyncio.sleep(0)
             back, transport.out = bytes(transport.out), bytearray()
             for ev in client.receive_data(back) if back else []:
@@ -273,8 +274,9 @@ class Run:
         raise AssertionError("publish did not complete")
 
     def feed(self, data: bytes) -> None:
+        """As the transport would: to its protocol (the lane while armed)."""
         if data:
-            self.peer.data_received(data)
+            (self.peer if self.transport.protocol is None else self.transport.protocol).data_received(data)
 
     async def publish(self, data: bytes, name: str, sid: int | None = None) -> int:
         """Feed ``data`` (ending with whatever the client queued), then publish ``name`` on stream ``sid``

@@ -183,6 +183,7 @@ class FakeTransport:
     def __init__(self) -> None:
         self.out = bytearray()
         self.closed = False
+        self.protocol: Any = None  # set by set_protocol (None: the one given to connection_made)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 40000) if name == "peername" else default
@@ -221,7 +222,7 @@ async def _publishing_peer() -> tuple[RtmpClientConnection, _RtmpPeer, FakeTrans
     for _ in range(100):
         out = client.data_to_send()
         if out:
-            peer.data_received(out)
+            (peer if transport.protocol is None else transport.protocol).data_received(out)
         await asyncio.sleep(0)
         back, transport.out = bytes(transport.out), bytearray()
         for ev in client.receive_data(back) if back else []:
@@ -247,7 +248,7 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         client.send_video(sid, 40, inter_tag(20))
         client.create_stream()  # an event after media, in the same read
         client.send_video(sid, 80, inter_tag(21))
-        peer.data_received(client.data_to_send())
+        (peer if transport.protocol is None else transport.protocol).data_received(client.data_to_send())
         await asyncio.sleep(0)
         assert [(f.is_config, f.keyframe, f.dts, len(f.data)) for f in seen] == [
             (True, False, 0, len(AVC_CONFIG)), (False, True, 0, 54), (False, False, 40, 24), (False, False, 80, 25),
@@ -259,7 +260,7 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         client.send_video(sid, 120, b"\x1f\x01\x00\x00\x00")  # codec id 15: unsupported, closes
         client.send_video(sid, 160, inter_tag(22))
         client.create_stream()  # after the close: dropped like the tag before it
-        peer.data_received(client.data_to_send())
+        (peer if transport.protocol is None else transport.protocol).data_received(client.data_to_send())
         assert peer.closing and peer.stats.closed_reason.startswith("unsupported codec")
         assert not peer._events
         assert peer.snapshot().frames_in == 4 and not hub.publishing
@@ -279,7 +280,7 @@ def test_peer_failing_hub_closes_with_internal_error(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(hub, "_publish", boom)
         client.send_video(sid, 0, CONFIG_TAG)
         client.send_video(sid, 0, key_tag(50))
-        peer.data_received(client.data_to_send())
+        (peer if transport.protocol is None else transport.protocol).data_received(client.data_to_send())
         assert peer.closing and transport.closed and peer.stats.closed_reason == "internal error"
 
     asyncio.run(run())

@@ -233,9 +233,10 @@ class _RtmpPeer(asyncio.Protocol):
 
     def _lane_arm(self) -> None:
         """Arm the lane while the connection is in the steady state (publishing; nothing queued,
-        awaited or closing): reads then go to its C ``data_received`` (set on this protocol, which
-        uvloop reads again on ``set_protocol``) and come back to Python only through ``_lane_wake``.
-        Disarm it otherwise."""
+        awaited or closing): it becomes the transport's protocol, reads go to its C ``data_received``
+        and come back to Python only through ``_lane_wake``; the other protocol callbacks it hands to
+        this one. Disarm it otherwise. (Not a buffered protocol: uvloop would ask it for a buffer
+        before every read attempt, which costs more than the bytes object it saves.)"""
         lane = self._lane
         if lane is None or self.transport is None:
             return
@@ -243,14 +244,12 @@ class _RtmpPeer(asyncio.Protocol):
         if len(lane) and not self.closing and not self._events and self._busy is None:
             window = self.conn.lane_window()
         if window is not None:
-            lane.arm(window, self._lane_wake)
+            lane.arm(window, self._lane_wake, self)
             if not self._armed:
                 self._armed = True
-                self.data_received = lane.data_received  # type: ignore[method-assign]
-                self.transport.set_protocol(self)
+                self.transport.set_protocol(lane)
         elif self._armed:
             self._armed = False
-            del self.data_received
             unsynced = lane.take_unsynced()
             if unsynced and not self.closing:  # (its acknowledgement; with no message left, no event)
                 self.conn.lane_received(unsynced, (), None, self._media)

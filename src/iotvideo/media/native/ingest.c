@@ -445,7 +445,8 @@ static int feed_bytes(ChunkReaderObject *self, const uint8_t *p, Py_ssize_t n, P
     }
 }
 
-static PyObject *ChunkReader_feed(ChunkReaderObject *self, PyObject *data) {
+/* feed(): the messages ``p[0:n]`` completes (``src``: the bytes object it is, or NULL). */
+static PyObject *reader_feed(ChunkReaderObject *self, const uint8_t *p, Py_ssize_t n, PyObject *src) {
     if (resolve() < 0) return NULL;
     if (self->error != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(self->error), self->error);
@@ -457,20 +458,8 @@ static PyObject *ChunkReader_feed(ChunkReaderObject *self, PyObject *data) {
     }
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
-    int rc;
     self->busy = true;
-    if (PyBytes_CheckExact(data)) { /* whole messages are sliced from it */
-        rc = feed_bytes(self, (const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data, out);
-    } else {
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            self->busy = false;
-            Py_DECREF(out);
-            return NULL;
-        }
-        rc = feed_bytes(self, (const uint8_t *)view.buf, view.len, NULL, out);
-        PyBuffer_Release(&view);
-    }
+    int rc = feed_bytes(self, p, n, src, out);
     self->busy = false;
     if (rc < 0) {
         Py_CLEAR(out);
@@ -485,6 +474,16 @@ static PyObject *ChunkReader_feed(ChunkReaderObject *self, PyObject *data) {
             PyErr_Restore(type, value, tb);
         }
     }
+    return out;
+}
+
+static PyObject *ChunkReader_feed(ChunkReaderObject *self, PyObject *data) {
+    if (PyBytes_CheckExact(data)) /* whole messages are sliced from it */
+        return reader_feed(self, (const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data);
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = reader_feed(self, (const uint8_t *)view.buf, view.len, NULL);
+    PyBuffer_Release(&view);
     return out;
 }
 

@@ -14,6 +14,7 @@
 #include <time.h>
 
 static PyObject *str_offer, *str_append, *str_popleft, *time_monotonic;
+static PyObject *str_eof_received, *str_connection_lost, *str_pause_writing, *str_resume_writing;
 
 /* ---- Gop (twin of hubcore.Gop) --------------------------------------------------------------- */
 
@@ -386,6 +387,7 @@ typedef struct {
     long long frames_in;
     /* receiving on its own (data_received): */
     PyObject *wake;              /* wake(rest, error): what it cannot handle; NULL until armed */
+    PyObject *protocol;          /* the connection's protocol: the other protocol callbacks go to it */
     long long window_left;       /* bytes it may read before the owner must see them (acknowledgements) */
     long long unsynced, bytes_in; /* read since the owner last took them (take_unsynced); read in all */
 } PublishLaneObject;
@@ -428,6 +430,7 @@ static int PublishLane_traverse(PublishLaneObject *self, visitproc visit, void *
     Py_VISIT(self->slow);
     Py_VISIT(self->fallback);
     Py_VISIT(self->wake);
+    Py_VISIT(self->protocol);
     for (Py_ssize_t i = 0; i < self->n; i++) {
         Py_VISIT(self->streams[i].publisher);
         Py_VISIT((PyObject *)self->streams[i].core);
@@ -443,6 +446,7 @@ static int PublishLane_clear(PublishLaneObject *self) {
     Py_CLEAR(self->slow);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->wake);
+    Py_CLEAR(self->protocol);
     for (int k = 0; k < 2; k++) {
         Py_CLEAR(self->video[k]);
         Py_CLEAR(self->audio[k]);
@@ -548,12 +552,8 @@ done:
 
 /* feed(data) -> the messages it did not handle: the reader's messages from the first one that is
  * not audio/video of a stream of this lane (empty when it handled them all). */
-static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data) {
-    if (self->reader == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "PublishLane is not initialised");
-        return NULL;
-    }
-    PyObject *raws = native_chunk_feed(self->reader, data);
+/* The messages the reader returned (``raws``, stolen) that this lane does not handle. */
+static PyObject *lane_handle(PublishLaneObject *self, PyObject *raws) {
     if (raws == NULL) return NULL;
     if (!PyList_Check(raws)) {
         Py_DECREF(raws);
@@ -596,16 +596,19 @@ error:
     return NULL;
 }
 
-/* arm(window_left, wake): data_received may be called; see its doc. */
+static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data);
+
+/* arm(window_left, wake, protocol): data_received may be called; see its doc. */
 static PyObject *PublishLane_arm(PublishLaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "arm(window_left: int, wake: callable)");
+    if (nargs != 3 || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "arm(window_left: int, wake: callable, protocol)");
         return NULL;
     }
     long long window = PyLong_AsLongLong(args[0]);
     if (window == -1 && PyErr_Occurred()) return NULL;
     self->window_left = window;
     Py_XSETREF(self->wake, Py_NewRef(args[1]));
+    Py_XSETREF(self->protocol, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
@@ -615,19 +618,10 @@ static PyObject *PublishLane_take_unsynced(PublishLaneObject *self, PyObject *un
     return PyLong_FromLongLong(n);
 }
 
-/* data_received(data): feed(data) as an asyncio protocol would; wake(rest, None) when messages are
- * left or the window is used up, wake(None, error) when the reader raised (the read is counted). */
-static PyObject *PublishLane_data_received(PublishLaneObject *self, PyObject *data) {
-    if (self->wake == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "PublishLane.data_received before arm()");
-        return NULL;
-    }
-    Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
-    if (n < 0) return NULL;
-    self->bytes_in += n;
-    self->unsynced += n;
-    PyObject *rest = PublishLane_feed(self, data), *r;
-    PyObject *wake = Py_NewRef(self->wake); /* (it may re-arm meanwhile) */
+/* What a read left (``rest``, stolen; NULL: the reader raised): wake(rest, None) when messages are
+ * left or the window is used up, wake(None, error) when the reader raised. */
+static PyObject *lane_after_read(PublishLaneObject *self, PyObject *rest) {
+    PyObject *r, *wake = Py_NewRef(self->wake); /* (it may re-arm meanwhile) */
     if (rest == NULL) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -647,6 +641,55 @@ static PyObject *PublishLane_data_received(PublishLaneObject *self, PyObject *da
     return r;
 }
 
+static int lane_armed(PublishLaneObject *self) {
+    if (self->wake != NULL && self->reader != NULL) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "PublishLane receives only once armed");
+    return 0;
+}
+
+/* data_received(data): the asyncio protocol's, while armed. */
+static PyObject *PublishLane_data_received(PublishLaneObject *self, PyObject *data) {
+    if (!lane_armed(self)) return NULL;
+    Py_ssize_t n = PyBytes_Check(data) ? PyBytes_GET_SIZE(data) : PyObject_Length(data);
+    if (n < 0) return NULL;
+    self->bytes_in += n;
+    self->unsynced += n;
+    return lane_after_read(self, PublishLane_feed(self, data));
+}
+
+/* The rest of the protocol: the connection's own (Python) protocol answers. */
+static PyObject *lane_forward(PublishLaneObject *self, PyObject *name, PyObject *arg) {
+    if (self->protocol == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "PublishLane has no protocol to forward to");
+        return NULL;
+    }
+    return arg == NULL ? PyObject_CallMethodNoArgs(self->protocol, name) : PyObject_CallMethodOneArg(self->protocol, name, arg);
+}
+
+static PyObject *PublishLane_eof_received(PublishLaneObject *self, PyObject *unused) {
+    return lane_forward(self, str_eof_received, NULL);
+}
+
+static PyObject *PublishLane_connection_lost(PublishLaneObject *self, PyObject *exc) {
+    return lane_forward(self, str_connection_lost, exc);
+}
+
+static PyObject *PublishLane_pause_writing(PublishLaneObject *self, PyObject *unused) {
+    return lane_forward(self, str_pause_writing, NULL);
+}
+
+static PyObject *PublishLane_resume_writing(PublishLaneObject *self, PyObject *unused) {
+    return lane_forward(self, str_resume_writing, NULL);
+}
+
+static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data) {
+    if (self->reader == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "PublishLane is not initialised");
+        return NULL;
+    }
+    return lane_handle(self, native_chunk_feed(self->reader, data));
+}
+
 static Py_ssize_t PublishLane_len(PublishLaneObject *self) { return self->n; }
 
 static PyMemberDef PublishLane_members[] = {
@@ -662,7 +705,12 @@ static PyMethodDef PublishLane_methods[] = {
     {"discard", (PyCFunction)PublishLane_discard, METH_O, PyDoc_STR("discard(stream_id): no longer.")},
     {"clear", (PyCFunction)PublishLane_clear_method, METH_NOARGS, PyDoc_STR("clear(): no stream any more.")},
     {"arm", (PyCFunction)(void (*)(void))PublishLane_arm, METH_FASTCALL,
-     PyDoc_STR("arm(window_left, wake): data_received may run; wake(rest, error) gets what it leaves.")},
+     PyDoc_STR("arm(window_left, wake, protocol): the lane may be the connection's asyncio protocol: "
+               "wake(rest, error) gets what it leaves; protocol the other callbacks.")},
+    {"eof_received", (PyCFunction)PublishLane_eof_received, METH_NOARGS, PyDoc_STR("the protocol's")},
+    {"connection_lost", (PyCFunction)PublishLane_connection_lost, METH_O, PyDoc_STR("the protocol's")},
+    {"pause_writing", (PyCFunction)PublishLane_pause_writing, METH_NOARGS, PyDoc_STR("the protocol's")},
+    {"resume_writing", (PyCFunction)PublishLane_resume_writing, METH_NOARGS, PyDoc_STR("the protocol's")},
     {"take_unsynced", (PyCFunction)PublishLane_take_unsynced, METH_NOARGS,
      PyDoc_STR("take_unsynced() -> int: bytes data_received read since the last call.")},
     {"data_received", (PyCFunction)PublishLane_data_received, METH_O,
@@ -697,7 +745,11 @@ static PyTypeObject PublishLaneType = {
 int native_init_lane(PyObject *module) {
     if ((str_offer = PyUnicode_InternFromString("_offer")) == NULL ||
         (str_append = PyUnicode_InternFromString("append")) == NULL ||
-        (str_popleft = PyUnicode_InternFromString("popleft")) == NULL)
+        (str_popleft = PyUnicode_InternFromString("popleft")) == NULL ||
+        (str_eof_received = PyUnicode_InternFromString("eof_received")) == NULL ||
+        (str_connection_lost = PyUnicode_InternFromString("connection_lost")) == NULL ||
+        (str_pause_writing = PyUnicode_InternFromString("pause_writing")) == NULL ||
+        (str_resume_writing = PyUnicode_InternFromString("resume_writing")) == NULL)
         return -1;
     PyObject *time = PyImport_ImportModule("time");
     if (time == NULL) return -1;
