@@ -3,10 +3,11 @@
 One command: ``.venv/bin/python bench/rtmp_ingest.py``. It records what a publisher sends for
 the bench clip (``bench/media.py``'s 720p 2 Mbit/s H.264, 25 fps; encoded with ffmpeg once and
 cached), then replays those bytes into a real ``_RtmpPeer`` (the asyncio protocol of
-``iotvideo.media.rtmp_server``) over a fake transport: ``data_received`` →
-``RtmpServerConnection`` → chunk reader → FLV parse → ``Publisher.publish`` → hub, with one
-subscriber taking each frame's shared message (as an RTMP player that keeps up would, minus
-the socket write). Nothing touches the network, so the figure is repeatable.
+``iotvideo.media.rtmp_server``) over a fake transport, each read given to the transport's
+current protocol as a transport does (the C ``PublishLane`` once armed, else the peer):
+chunk reader → FLV parse → hub, with one player that keeps up (the C ``RtmpOut``, its chunked
+messages written to nowhere; in pure Python a subscriber taking each frame's shared message).
+Nothing touches the network, so the figure is repeatable.
 
 Cases: the publisher's chunk size 65536 with one read per frame (what ``bench/media.py`` does),
 4096 (OBS, FFmpeg) and 128 (the default: many type-3 continuation chunks) with 16 KB reads.
