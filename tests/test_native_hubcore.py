@@ -33,6 +33,7 @@ from iotvideo.media.hub import FrameMemo, HubConfig, HubRegistry, StreamHub, Sub
 from iotvideo.media.rtmp import Connected, RtmpClientConnection, StreamCreated, StreamStatus
 from iotvideo.media.rtmp.messages import WindowAckSize
 from iotvideo.media.rtmp_server import RtmpServer, _message, _RtmpPeer
+from rtmp_support import FakeTransport
 
 pytestmark = pytest.mark.skipif(accel.PublishLane is None, reason="C publish lane not built (or IOTVIDEO_NATIVE=0)")
 
@@ -99,39 +100,6 @@ class Clock:
     def __call__(self) -> float:
         self.calls += 1
         return self.t
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.protocol: Any = None  # set by set_protocol (None: the one given to connection_made)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol  # the armed lane, or the peer again
-
-    def close(self) -> None:
-        self.closed = True
-
-    abort = close
 
 
 # --- HubCore.count: the C twin ---------------------------------------------------------------------
@@ -249,7 +217,7 @@ class Run:
         for _ in range(100):
             out = client.data_to_send()
             if out:
-                (peer if transport.protocol is None else transport.protocol).data_received(out)
+                transport.deliver(peer, out)
             await asyncio.sleep(0)
             back, transport.out = bytes(transport.out), bytearray()
             for ev in client.receive_data(back) if back else []:
@@ -276,7 +244,7 @@ class Run:
     def feed(self, data: bytes) -> None:
         """As the transport would: to its protocol (the lane while armed)."""
         if data:
-            (self.peer if self.transport.protocol is None else self.transport.protocol).data_received(data)
+            self.transport.deliver(self.peer, data)
 
     async def publish(self, data: bytes, name: str, sid: int | None = None) -> int:
         """Feed ``data`` (ending with whatever the client queued), then publish ``name`` on stream ``sid``

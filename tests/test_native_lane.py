@@ -27,6 +27,7 @@ from iotvideo.media.rtmp import (
 )
 from iotvideo.media.rtmp.messages import SetChunkSize, WindowAckSize
 from iotvideo.media.rtmp_server import RtmpServer, _RtmpPeer
+from rtmp_support import FakeTransport
 
 FUZZ = settings(
     max_examples=int(os.environ.get("IOTVIDEO_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -179,39 +180,6 @@ def test_receive_media_hands_over_media_of_a_publishing_stream_only() -> None:
 # --- the peer ------------------------------------------------------------------------------------
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.protocol: Any = None  # set by set_protocol (None: the one given to connection_made)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    abort = close
-
-
 async def _publishing_peer() -> tuple[RtmpClientConnection, _RtmpPeer, FakeTransport, HubRegistry, int]:
     registry = HubRegistry()
     server = RtmpServer(registry, StaticAuthorizer({"cam": "cam", "cam2": "cam2"}))
@@ -222,7 +190,7 @@ async def _publishing_peer() -> tuple[RtmpClientConnection, _RtmpPeer, FakeTrans
     for _ in range(100):
         out = client.data_to_send()
         if out:
-            (peer if transport.protocol is None else transport.protocol).data_received(out)
+            transport.deliver(peer, out)
         await asyncio.sleep(0)
         back, transport.out = bytes(transport.out), bytearray()
         for ev in client.receive_data(back) if back else []:
@@ -248,7 +216,7 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         client.send_video(sid, 40, inter_tag(20))
         client.create_stream()  # an event after media, in the same read
         client.send_video(sid, 80, inter_tag(21))
-        (peer if transport.protocol is None else transport.protocol).data_received(client.data_to_send())
+        transport.deliver(peer, client.data_to_send())
         await asyncio.sleep(0)
         assert [(f.is_config, f.keyframe, f.dts, len(f.data)) for f in seen] == [
             (True, False, 0, len(AVC_CONFIG)), (False, True, 0, 54), (False, False, 40, 24), (False, False, 80, 25),
@@ -260,7 +228,7 @@ def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media(
         client.send_video(sid, 120, b"\x1f\x01\x00\x00\x00")  # codec id 15: unsupported, closes
         client.send_video(sid, 160, inter_tag(22))
         client.create_stream()  # after the close: dropped like the tag before it
-        (peer if transport.protocol is None else transport.protocol).data_received(client.data_to_send())
+        transport.deliver(peer, client.data_to_send())
         assert peer.closing and peer.stats.closed_reason.startswith("unsupported codec")
         assert not peer._events
         assert peer.snapshot().frames_in == 4 and not hub.publishing
@@ -280,7 +248,7 @@ def test_peer_failing_hub_closes_with_internal_error(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(hub, "_publish", boom)
         client.send_video(sid, 0, CONFIG_TAG)
         client.send_video(sid, 0, key_tag(50))
-        (peer if transport.protocol is None else transport.protocol).data_received(client.data_to_send())
+        transport.deliver(peer, client.data_to_send())
         assert peer.closing and transport.closed and peer.stats.closed_reason == "internal error"
 
     asyncio.run(run())
