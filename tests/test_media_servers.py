@@ -618,6 +618,61 @@ def test_garbage_publishers_never_disturb_a_stream_being_played(node: MediaNode)
     assert not [s for s in node.endpoint.rtmp.stats() if s.stream in ("good", "bad")]
 
 
+def test_a_publisher_read_by_the_c_lane_is_acknowledged_and_let_go_cleanly(node: MediaNode) -> None:
+    """With the C accelerator the publisher's connection is read by its lane on a descriptor of its
+    own: the publisher's window is acknowledged as it goes, a player gets the frames, and when the
+    publisher drops the connection the server closes it and that descriptor."""
+    from iotvideo.media import accel
+    from iotvideo.media.rtmp.messages import WindowAckSize
+
+    video = encode_video(av, Codec.H264, frames=60)
+
+    def server_peer(name: str) -> Any:
+        return next((p for p in node.endpoint.rtmp._peers if p.stats.stream == name and p.stats.role == "publisher"),
+                    None)
+
+    async def main() -> None:
+        pub = await RtmpPeer.open(node.rtmp_port)
+        sid, status = await pub.stream("publish", f"lanecam?token={node.signer.issue('push', 'lanecam', 60)}")
+        assert status.code == "NetStream.Publish.Start"
+        pub.conn._send_control(WindowAckSize(20_000))  # acknowledge every 20 kB
+        await push_frames(pub, sid, video[:20], realtime=False)
+        await asyncio.sleep(0.2)
+        peer = server_peer("lanecam")
+        assert peer is not None
+        fd, ino = peer._lane_fd, None
+        if accel.PublishLane is not None:
+            assert peer._armed and fd >= 0
+            ino = os.fstat(fd).st_ino
+        player = await RtmpPeer.open(node.rtmp_port)
+        await player.stream("play", f"lanecam?token={node.signer.issue('play', 'lanecam', 60)}")
+        await push_frames(pub, sid, video[20:], realtime=False)
+        got = 0
+        async with asyncio.timeout(10):
+            while got < 30:
+                ev = await player.next_event()
+                got += isinstance(ev, MediaData) and ev.kind == "video"
+        async with asyncio.timeout(5):  # the server's acknowledgements reach the publisher
+            while pub.conn.peer_acknowledged < 100_000:
+                data = await pub.reader.read(65536)
+                assert data, "closed by the server"
+                pub.conn.receive_data(data)
+        assert peer.snapshot().bytes_in >= pub.conn.peer_acknowledged
+        pub.writer.transport.abort()  # the publisher drops the connection
+        async with asyncio.timeout(5):
+            while server_peer("lanecam") is not None:
+                await asyncio.sleep(0.02)
+        assert peer.closing and not peer._armed and peer._lane_fd == -1
+        if ino is not None:  # that descriptor is closed (or is another file now)
+            try:
+                assert os.fstat(fd).st_ino != ino
+            except OSError:
+                pass
+        player.close()
+
+    node.run(main())
+
+
 def test_a_player_that_does_not_read_never_holds_back_the_publisher_or_other_players(node: MediaNode) -> None:
     """A player whose socket is full is paused and skips ahead on the hub; the others get every frame."""
     config = encode_video(av, Codec.H264, frames=1)[0]  # a real configuration (the bytes after it are not)

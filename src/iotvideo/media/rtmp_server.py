@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -56,6 +57,7 @@ from .rtmp import (
     shared_audio,
     shared_video,
 )
+from .rtmp.connection import plain_socket_fd
 
 __all__ = ["RtmpConnectionStats", "RtmpLimits", "RtmpServer"]
 
@@ -111,6 +113,17 @@ def _message(frame: MediaFrame) -> SharedMessage | None:
         return None
 
 
+def _dup_fd(transport: asyncio.BaseTransport) -> int:
+    """A descriptor of the transport's socket of our own (``os.dup``), or -1 (no plain socket)."""
+    fd = plain_socket_fd(transport)
+    if fd < 0:
+        return -1
+    try:
+        return os.dup(fd)
+    except OSError:
+        return -1
+
+
 def _metadata(stats: HubStats) -> dict[str, Any]:
     """onMetaData for a player, from what the hub knows of the stream."""
     meta: dict[str, Any] = {}
@@ -148,9 +161,10 @@ class _RtmpPeer(asyncio.Protocol):
         self._players: dict[int, tuple[Subscription, asyncio.Task[None]]] = {}
         self._outs: dict[int, Any] = {}  # C direct outputs (``accel.RtmpOut``) of the players, by stream id
         # the publishing streams' media in C (``accel.PublishLane``, when built); while the connection
-        # is in the steady state the lane is armed: its C data_received is this protocol's (``_lane_arm``)
+        # is in the steady state the lane is armed: it reads the socket itself (``_lane_arm``)
         self._lane = self.conn.publish_lane(server.messages, self._frame, self._media)
         self._armed = False
+        self._lane_fd = -1  # the socket descriptor the armed lane reads (its own dup), or -1
         self._lane_rx = 0  # the lane's bytes_in when the sweep last looked (``rx_check``)
         self._writable = asyncio.Event()
         self._writable.set()
@@ -231,36 +245,57 @@ class _RtmpPeer(asyncio.Protocol):
 
     # --- the lane (C) receiving on its own ---------------------------------------------
 
-    def _lane_arm(self) -> None:
+    def _lane_arm(self, *, hold: bool = False) -> None:
         """Arm the lane while the connection is in the steady state (publishing; nothing queued,
-        awaited or closing): it becomes the transport's protocol, reads go to its C ``data_received``
-        and come back to Python only through ``_lane_wake``; the other protocol callbacks it hands to
-        this one. Disarm it otherwise. (Not a buffered protocol: uvloop would ask it for a buffer
-        before every read attempt, which costs more than the bytes object it saves.)"""
+        awaited or closing), disarm it otherwise. Armed, the lane reads the socket itself: the
+        transport's reading is paused and the loop calls ``lane.readable`` for a descriptor of the
+        socket's own (``os.dup``: no ``bytes`` object and no protocol call per read). Without a
+        plain socket (TLS, a test's transport) the lane becomes the transport's protocol instead
+        (its C ``data_received``; the other callbacks it hands to this one). Either way what it
+        cannot handle comes back through ``_lane_wake``. ``hold``: disarm whatever the state."""
         lane = self._lane
-        if lane is None or self.transport is None:
+        transport = self.transport
+        if lane is None or transport is None:
             return
         window = None
-        if len(lane) and not self.closing and not self._events and self._busy is None:
+        if not hold and len(lane) and not self.closing and not self._events and self._busy is None:
             window = self.conn.lane_window()
         if window is not None:
             lane.arm(window, self._lane_wake, self)
             if not self._armed:
                 self._armed = True
-                self.transport.set_protocol(lane)
+                fd = self._lane_fd = _dup_fd(transport)
+                if fd >= 0:
+                    transport.pause_reading()
+                    lane.set_fd(fd)
+                    self._loop.add_reader(fd, lane.readable)
+                else:
+                    transport.set_protocol(lane)
         elif self._armed:
             self._armed = False
+            fd, self._lane_fd = self._lane_fd, -1
+            if fd >= 0:
+                self._loop.remove_reader(fd)
+                lane.set_fd(-1)
+                os.close(fd)
             unsynced = lane.take_unsynced()
             if unsynced and not self.closing:  # (its acknowledgement; with no message left, no event)
                 self.conn.lane_received(unsynced, (), None, self._media)
                 self.flush()
-            if not self.transport.is_closing():
-                self.transport.set_protocol(self)
+            if not transport.is_closing():
+                if fd < 0:
+                    transport.set_protocol(self)
+                elif self._busy is None:  # (an authorization in flight keeps reading paused)
+                    transport.resume_reading()
 
     def _lane_wake(self, rest: list[Any] | None, error: BaseException | None) -> None:
-        """The armed lane left messages, its reader raised, or an acknowledgement is due."""
+        """The armed lane left messages, its reader raised, an acknowledgement is due, or (reading
+        the socket itself) the stream ended or failed: the transport reads again and meets that."""
         lane = self._lane
         assert lane is not None
+        if isinstance(error, (EOFError, OSError)) and self._lane_fd >= 0:
+            self._lane_arm(hold=True)
+            return
         try:
             events = self.conn.lane_received(lane.take_unsynced(), rest or (), error, self._media)
         except Exception:

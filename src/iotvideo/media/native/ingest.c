@@ -942,6 +942,15 @@ PyObject *native_chunk_feed(PyObject *reader, PyObject *data) {
     return ChunkReader_feed((ChunkReaderObject *)reader, data);
 }
 
+PyObject *native_chunk_feed_raw(PyObject *reader, const uint8_t *p, Py_ssize_t n) {
+    if (PyObject_TypeCheck(reader, &ChunkReader_Type)) return reader_feed((ChunkReaderObject *)reader, p, n, NULL);
+    PyObject *data = PyBytes_FromStringAndSize((const char *)p, n);
+    if (data == NULL) return NULL;
+    PyObject *out = PyObject_CallMethod(reader, "feed", "O", data);
+    Py_DECREF(data);
+    return out;
+}
+
 /* Field k of a MediaFrame (``frame_fields`` order) or of a RawMessage (``raw_fields``): a new reference. */
 static PyObject *field_of(PyObject *obj, PyTypeObject *tp, const Py_ssize_t *offsets, const char *const *names, int k) {
     if (Py_TYPE(obj) == tp && offsets[0] >= 0) {

@@ -10,7 +10,9 @@
  * hubcore.Gop (a cached GOP), which the fast path appends to. */
 #include "native.h"
 
+#include <errno.h>
 #include <structmember.h>
+#include <sys/socket.h>
 #include <time.h>
 
 static PyObject *str_offer, *str_append, *str_popleft, *time_monotonic;
@@ -388,6 +390,8 @@ typedef struct {
     /* receiving on its own (data_received): */
     PyObject *wake;              /* wake(rest, error): what it cannot handle; NULL until armed */
     PyObject *protocol;          /* the connection's protocol: the other protocol callbacks go to it */
+    int fd;                      /* a descriptor of the connection's socket readable() reads (-1: none) */
+    uint8_t *rbuf;               /* readable()'s buffer */
     long long window_left;       /* bytes it may read before the owner must see them (acknowledgements) */
     long long unsynced, bytes_in; /* read since the owner last took them (take_unsynced); read in all */
 } PublishLaneObject;
@@ -400,6 +404,7 @@ static int PublishLane_init(PublishLaneObject *self, PyObject *args, PyObject *k
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(OO)(OO):PublishLane", kwlist, &reader, &memo, &slow, &fallback,
                                      &vcsid, &vtype, &acsid, &atype))
         return -1;
+    self->fd = -1;
     PyObject *put = PyObject_GetAttrString(memo, "put");
     if (put == NULL) return -1;
     Py_XSETREF(self->put, put);
@@ -457,6 +462,7 @@ static int PublishLane_clear(PublishLaneObject *self) {
 static void PublishLane_dealloc(PublishLaneObject *self) {
     PyObject_GC_UnTrack(self);
     PublishLane_clear(self);
+    PyMem_Free(self->rbuf);
     PyMem_Free(self->streams);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -657,6 +663,40 @@ static PyObject *PublishLane_data_received(PublishLaneObject *self, PyObject *da
     return lane_after_read(self, PublishLane_feed(self, data));
 }
 
+#define READ_SIZE (256 * 1024)
+
+/* set_fd(fd): readable() reads this descriptor of the connection's socket (the owner's; -1: none). */
+static PyObject *PublishLane_set_fd(PublishLaneObject *self, PyObject *arg) {
+    int fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    self->fd = fd < 0 ? -1 : fd;
+    Py_RETURN_NONE;
+}
+
+/* readable(): the event loop's reader callback while set_fd() holds: one recv() into the lane's own
+ * buffer (no bytes object per read), then as data_received; at end of stream or on an error,
+ * wake(None, EOFError / OSError) and nothing more (the owner lets the transport read again, and
+ * meet them itself). */
+static PyObject *PublishLane_readable(PublishLaneObject *self, PyObject *unused) {
+    if (self->fd < 0 || self->wake == NULL || self->reader == NULL) Py_RETURN_NONE; /* (a late callback) */
+    if (self->rbuf == NULL && (self->rbuf = PyMem_Malloc(READ_SIZE)) == NULL) return PyErr_NoMemory();
+    Py_ssize_t n = recv(self->fd, self->rbuf, READ_SIZE, MSG_DONTWAIT); /* (never blocks: no need to let the GIL go) */
+    if (n > 0) {
+        self->bytes_in += n;
+        self->unsynced += n;
+        return lane_after_read(self, lane_handle(self, native_chunk_feed_raw(self->reader, self->rbuf, n)));
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) Py_RETURN_NONE;
+    PyObject *exc = n == 0 ? PyObject_CallFunction(PyExc_EOFError, "s", "end of stream")
+                           : PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
+    if (exc == NULL) return NULL;
+    PyObject *wake = Py_NewRef(self->wake);
+    PyObject *r = PyObject_CallFunctionObjArgs(wake, Py_None, exc, NULL);
+    Py_DECREF(wake);
+    Py_DECREF(exc);
+    return r;
+}
+
 /* The rest of the protocol: the connection's own (Python) protocol answers. */
 static PyObject *lane_forward(PublishLaneObject *self, PyObject *name, PyObject *arg) {
     if (self->protocol == NULL) {
@@ -707,6 +747,11 @@ static PyMethodDef PublishLane_methods[] = {
     {"arm", (PyCFunction)(void (*)(void))PublishLane_arm, METH_FASTCALL,
      PyDoc_STR("arm(window_left, wake, protocol): the lane may be the connection's asyncio protocol: "
                "wake(rest, error) gets what it leaves; protocol the other callbacks.")},
+    {"set_fd", (PyCFunction)PublishLane_set_fd, METH_O,
+     PyDoc_STR("set_fd(fd): readable() reads this descriptor of the connection's socket (-1: none).")},
+    {"readable", (PyCFunction)PublishLane_readable, METH_NOARGS,
+     PyDoc_STR("readable(): the loop's reader callback: one recv() into the lane's buffer, then as "
+               "data_received; at end of stream or error, wake(None, EOFError or OSError).")},
     {"eof_received", (PyCFunction)PublishLane_eof_received, METH_NOARGS, PyDoc_STR("the protocol's")},
     {"connection_lost", (PyCFunction)PublishLane_connection_lost, METH_O, PyDoc_STR("the protocol's")},
     {"pause_writing", (PyCFunction)PublishLane_pause_writing, METH_NOARGS, PyDoc_STR("the protocol's")},

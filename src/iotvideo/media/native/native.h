@@ -16,6 +16,7 @@ int native_init_lane(PyObject *module);   /* lane.c: HubCore, PublishLane */
 /* ingest.c, for the other parts */
 PyObject *native_parse_tag(int video, PyObject *payload, PyObject *timestamp); /* (MediaFrame | None, as_built) */
 PyObject *native_chunk_feed(PyObject *reader, PyObject *data);                  /* reader.feed(data) */
+PyObject *native_chunk_feed_raw(PyObject *reader, const uint8_t *p, Py_ssize_t n); /* reader.feed(p[0:n]) */
 enum { FF_CODEC, FF_DTS, FF_PTS, FF_DATA, FF_KEYFRAME, FF_IS_CONFIG }; /* MediaFrame fields */
 enum { RF_TYPE_ID, RF_STREAM_ID, RF_TIMESTAMP, RF_PAYLOAD }; /* RawMessage fields */
 PyObject *native_frame_field(PyObject *frame, int k); /* a MediaFrame's field (new reference) */

@@ -210,6 +210,18 @@ def shared_audio(payload: bytes) -> SharedMessage:
     return accel.SharedMessage(CSID_AUDIO, _AUDIO, payload)
 
 
+def plain_socket_fd(transport: Any) -> int:
+    """The file descriptor of the transport's socket when our bytes go on it as they are, else -1
+    (no socket, or a TLS layer: its socket carries records, not our bytes)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("ssl_object") is not None:
+        return -1
+    try:
+        return int(sock.fileno())
+    except (OSError, ValueError):
+        return -1
+
+
 def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
     return {"level": level, "code": code, "description": description, **extra}
 
@@ -388,12 +400,8 @@ class _RtmpConnection:
         ``transport.write``. It refuses a frame while anything this connection queued is unsent."""
         if accel.RtmpOut is None:
             return None
-        sock = transport.get_extra_info("socket")
-        # never past a TLS layer (its socket carries records, not our bytes): write() only
-        plain = sock is not None and transport.get_extra_info("ssl_object") is None
-        fd = sock.fileno() if plain else -1
         return accel.RtmpOut(transport.write, self._out, self._writer, stream_id, timeline, message,
-                             transport=transport, fd=fd)
+                             transport=transport, fd=plain_socket_fd(transport))
 
     def shared_now(self, stream_id: int, timestamp: int, msg: SharedMessage) -> bytes:
         """``send_shared``, then ``data_to_send()``: the bytes to write now (usually just the shared
