@@ -96,12 +96,18 @@ typedef struct {
 
 static PyTypeObject SharedMessageType;
 
+static int shared_message_set(SharedMessageObject *self, long csid, PyObject *type_obj, PyObject *payload);
+
 static int SharedMessage_init(SharedMessageObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"csid", "type_id", "payload", NULL};
     long csid;
     PyObject *type_obj, *payload;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "lOO:SharedMessage", kwlist, &csid, &type_obj, &payload))
         return -1;
+    return shared_message_set(self, csid, type_obj, payload);
+}
+
+static int shared_message_set(SharedMessageObject *self, long csid, PyObject *type_obj, PyObject *payload) {
     long type_id = PyLong_AsLong(type_obj);
     if (type_id == -1 && PyErr_Occurred()) return -1;
     PyObject *data;
@@ -1192,9 +1198,10 @@ int native_is_fanout(PyObject *obj) { return PyObject_TypeCheck(obj, &FanoutType
 
 unsigned long long native_fanout_version(PyObject *fan) { return ((FanoutObject *)fan)->version; }
 
-PyObject *native_shared_message(PyObject *csid, PyObject *type_id, PyObject *payload) {
-    PyObject *args[3] = {csid, type_id, payload};
-    return PyObject_Vectorcall((PyObject *)&SharedMessageType, args, 3, NULL);
+PyObject *native_shared_message(long csid, PyObject *type_id, PyObject *payload) {
+    PyObject *msg = SharedMessageType.tp_alloc(&SharedMessageType, 0); /* (what SharedMessage(...) does, unparsed) */
+    if (msg != NULL && shared_message_set((SharedMessageObject *)msg, csid, type_id, payload) < 0) Py_CLEAR(msg);
+    return msg;
 }
 
 static Py_ssize_t Fanout_len(FanoutObject *self) { return self->n; }

@@ -538,7 +538,9 @@ static int lane_media(PublishLaneObject *self, long long sid, PyObject *publishe
     self->frames_in++;
     if (PyTuple_GET_ITEM(parsed, 1) == Py_True) { /* players get the tag as it came */
         PyObject **m = video ? self->video : self->audio;
-        if ((msg = native_shared_message(m[0], m[1], payload)) == NULL) goto done;
+        long csid = PyLong_AsLong(m[0]);
+        if (csid == -1 && PyErr_Occurred()) goto done;
+        if ((msg = native_shared_message(csid, m[1], payload)) == NULL) goto done;
         int taken = core_take(core, publisher, frame, self->memo, msg, self->put);
         if (taken) {
             rc = taken;

@@ -28,6 +28,6 @@ int native_is_fanout(PyObject *obj);
 unsigned long long native_fanout_version(PyObject *fan);
 PyObject *native_fanout_send(PyObject *fan, PyObject *frame, int64_t dts, int is_config, Py_ssize_t size, PyObject *fn,
                              PyObject *msg); /* Fanout.send; members whose message() is fn get msg */
-PyObject *native_shared_message(PyObject *csid, PyObject *type_id, PyObject *payload); /* a new SharedMessage */
+PyObject *native_shared_message(long csid, PyObject *type_id, PyObject *payload); /* a new SharedMessage */
 
 #endif
