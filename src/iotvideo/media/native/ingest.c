@@ -658,10 +658,11 @@ static PyObject *no_frame(void) { return result(Py_NewRef(Py_None), false); }
 
 static PyObject *media_frame(PyObject *codec, PyObject *dts, long long pts, PyObject *data, bool keyframe,
                              bool is_config, long sample_rate, long channels) {
+    long long dts_value = PyLong_AsLongLong(dts); /* (a small int: checked by the callers) */
     PyObject *vals[FRAME_FIELDS] = {
         Py_NewRef(codec),
         Py_NewRef(dts),
-        PyLong_FromLongLong(pts),
+        pts == dts_value ? Py_NewRef(dts) : PyLong_FromLongLong(pts), /* one int for both without B-frames */
         data,
         Py_NewRef(keyframe ? Py_True : Py_False),
         Py_NewRef(is_config ? Py_True : Py_False),
