@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from iotvideo.media.rtmp import Connected, RtmpClientConnection, StreamCreated, StreamStatus
 
 
 class FakeTransport:
@@ -43,3 +46,22 @@ class FakeTransport:
     def deliver(self, peer: Any, data: bytes) -> None:
         """``data`` read from the socket: to the protocol set last, else ``peer`` (the one given to connection_made)."""
         (peer if self.protocol is None else self.protocol).data_received(data)
+
+
+async def publish_on(peer: Any, transport: FakeTransport, client: RtmpClientConnection, name: str = "cam") -> int:
+    """Run ``client`` through handshake, connect, createStream and publish ``name`` against ``peer``
+    (an ``_RtmpPeer`` on ``transport``); the stream id once the server said Publish.Start."""
+    for _ in range(100):
+        out = client.data_to_send()
+        if out:
+            transport.deliver(peer, out)
+        await asyncio.sleep(0)  # the authorizer's task
+        back, transport.out = bytes(transport.out), bytearray()
+        for ev in client.receive_data(back) if back else []:
+            if isinstance(ev, Connected):
+                client.create_stream()
+            elif isinstance(ev, StreamCreated):
+                client.publish(ev.stream_id, name)
+            elif isinstance(ev, StreamStatus) and ev.code == "NetStream.Publish.Start":
+                return ev.stream_id
+    raise AssertionError("publish did not complete")

@@ -30,10 +30,10 @@ from iotvideo.media import hubcore as py_hubcore
 from iotvideo.media.auth import StaticAuthorizer
 from iotvideo.media.frames import Codec, MediaFrame
 from iotvideo.media.hub import FrameMemo, HubConfig, HubRegistry, StreamHub, Subscription
-from iotvideo.media.rtmp import Connected, RtmpClientConnection, StreamCreated, StreamStatus
+from iotvideo.media.rtmp import RtmpClientConnection, StreamCreated, StreamStatus
 from iotvideo.media.rtmp.messages import WindowAckSize
 from iotvideo.media.rtmp_server import RtmpServer, _message, _RtmpPeer
-from rtmp_support import FakeTransport
+from rtmp_support import FakeTransport, publish_on
 
 pytestmark = pytest.mark.skipif(accel.PublishLane is None, reason="C publish lane not built (or IOTVIDEO_NATIVE=0)")
 
@@ -213,33 +213,18 @@ class Run:
         self.python_frames = 0  # frames that went through StreamHub._publish
 
     async def start(self) -> None:
-        client, peer, transport = self.client, self.peer, self.transport
-        for _ in range(100):
-            out = client.data_to_send()
-            if out:
-                transport.deliver(peer, out)
-            await asyncio.sleep(0)
-            back, transport.out = bytes(transport.out), bytearray()
-            for ev in client.receive_data(back) if back else []:
-                if isinstance(ev, Connected):
-                    client.create_stream()
-                elif isinstance(ev, StreamCreated):
-                    client.publish(ev.stream_id, "cam")
-                elif isinstance(ev, StreamStatus) and ev.code == "NetStream.Publish.Start":
-                    self.sid = ev.stream_id
-                    hub = self.registry.get("cam")
-                    assert hub is not None
-                    self.hub = hub
-                    publish = hub._publish
+        self.sid = await publish_on(self.peer, self.transport, self.client)
+        hub = self.registry.get("cam")
+        assert hub is not None
+        self.hub = hub
+        publish = hub._publish
 
-                    def counted(frame: MediaFrame) -> None:
-                        self.python_frames += 1
-                        publish(frame)
+        def counted(frame: MediaFrame) -> None:
+            self.python_frames += 1
+            publish(frame)
 
-                    hub._publish = counted  # type: ignore[method-assign]
-                    assert (len(peer._lane) == 1) if self.lane else peer._lane is None
-                    return
-        raise AssertionError("publish did not complete")
+        hub._publish = counted  # type: ignore[method-assign]
+        assert (len(self.peer._lane) == 1) if self.lane else self.peer._lane is None
 
     def feed(self, data: bytes) -> None:
         """As the transport would: to its protocol (the lane while armed)."""

@@ -18,16 +18,14 @@ from iotvideo.media.auth import StaticAuthorizer
 from iotvideo.media.frames import Codec
 from iotvideo.media.hub import HubRegistry
 from iotvideo.media.rtmp import (
-    Connected,
     MediaData,
     RtmpClientConnection,
     RtmpServerConnection,
     StreamCreated,
-    StreamStatus,
 )
 from iotvideo.media.rtmp.messages import SetChunkSize, WindowAckSize
 from iotvideo.media.rtmp_server import RtmpServer, _RtmpPeer
-from rtmp_support import FakeTransport
+from rtmp_support import FakeTransport, publish_on
 
 FUZZ = settings(
     max_examples=int(os.environ.get("IOTVIDEO_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -187,20 +185,7 @@ async def _publishing_peer() -> tuple[RtmpClientConnection, _RtmpPeer, FakeTrans
     transport = FakeTransport()
     peer.connection_made(transport)  # type: ignore[arg-type]
     client = RtmpClientConnection("live", "rtmp://127.0.0.1/live")
-    for _ in range(100):
-        out = client.data_to_send()
-        if out:
-            transport.deliver(peer, out)
-        await asyncio.sleep(0)
-        back, transport.out = bytes(transport.out), bytearray()
-        for ev in client.receive_data(back) if back else []:
-            if isinstance(ev, Connected):
-                client.create_stream()
-            elif isinstance(ev, StreamCreated):
-                client.publish(ev.stream_id, "cam")
-            elif isinstance(ev, StreamStatus) and ev.code == "NetStream.Publish.Start":
-                return client, peer, transport, registry, ev.stream_id
-    raise AssertionError("publish did not complete")
+    return client, peer, transport, registry, await publish_on(peer, transport, client)
 
 
 def test_peer_publishes_in_order_counts_bad_tags_and_keeps_commands_after_media() -> None:
