@@ -558,9 +558,8 @@ done:
     return rc;
 }
 
-/* feed(data) -> the messages it did not handle: the reader's messages from the first one that is
- * not audio/video of a stream of this lane (empty when it handled them all). */
-/* The messages the reader returned (``raws``, stolen) that this lane does not handle. */
+/* Of the messages the reader returned (``raws``, stolen), those this lane does not handle: from the
+ * first one that is not audio/video of a stream of this lane on (empty when it handled them all). */
 static PyObject *lane_handle(PublishLaneObject *self, PyObject *raws) {
     if (raws == NULL) return NULL;
     if (!PyList_Check(raws)) {
@@ -724,6 +723,7 @@ static PyObject *PublishLane_resume_writing(PublishLaneObject *self, PyObject *u
     return lane_forward(self, str_resume_writing, NULL);
 }
 
+/* feed(data) -> the messages it did not handle (lane_handle). */
 static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data) {
     if (self->reader == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "PublishLane is not initialised");
