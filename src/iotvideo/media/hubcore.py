@@ -1,9 +1,9 @@
 """A stream hub's per-frame state (counters, the GOP being cached, what the fast path may assume) and its cached GOPs.
 
 ``StreamHub`` keeps these fields here rather than on itself so that the C accelerator's twin
-(``accel.HubCore``, media/native/lane.c) can take a publisher's ordinary frames without
-running Python: it updates the same fields, appends to the same GOP and feeds the hub's
-``Fanout``. This Python twin has the same fields and ``count``; the hub alone decides what the
+(``accel.HubCore``, media/native/lane.c) can take a publisher's frames without running Python
+(not configurations; key frames start a new ``Gop``): it updates the same fields, appends to the
+same GOPs and feeds the hub's ``Fanout``. This Python twin has the same fields and ``count``; the hub alone decides what the
 fields mean (see ``StreamHub._publish``), and sets ``fast`` only while a frame may skip it.
 """
 

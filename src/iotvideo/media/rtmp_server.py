@@ -193,18 +193,11 @@ class _RtmpPeer(asyncio.Protocol):
         conn = self.conn
         if self._events or self._busy is not None:
             self._events.extend(conn.receive_data(data))
-        else:  # the steady state: media go straight to the lane or ``_media``, no event per message
-            try:
-                events = conn.receive_media(data, self._media, self._lane)
-            except Exception:  # (a protocol error is an event: this is a failure of ours)
-                log.exception("rtmp %s: failed handling media", self.peer)
-                self.close("internal error", abort=True)
-                return
+        else:  # the steady state: media go straight to ``_media``, no event per message (the armed lane does this in C)
+            events = conn.receive_media(data, self._media)
             if not events or self.closing:  # (closed by a tag: what followed it is dropped, as ``shutdown`` does)
                 if conn.bytes_to_send:  # what ``_advance`` ends with (an acknowledgement, say)
                     self.flush()
-                if not self._armed:
-                    self._lane_arm()
                 return
             self._events.extend(events)
         self._advance()

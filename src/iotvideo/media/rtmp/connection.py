@@ -266,11 +266,9 @@ class _RtmpConnection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the peer (``b""`` for end of stream); return the events they complete."""
-        return self._receive(data, None, None)
+        return self._receive(data, None)
 
-    def _receive(
-        self, data: bytes | bytearray | memoryview, on_media: MediaSink | None, lane: Any
-    ) -> list[Event]:
+    def _receive(self, data: bytes | bytearray | memoryview, on_media: MediaSink | None) -> list[Event]:
         if self.closed:
             return []
         events: list[Event] = []
@@ -293,8 +291,7 @@ class _RtmpConnection:
                 if not view:
                     return events
             self._received += len(view)
-            raws = lane.feed(view) if lane is not None and self._lane_ok() else self._reader.feed(view)
-            self._dispatch(raws, on_media, events)
+            self._dispatch(self._reader.feed(view), on_media, events)
             self._acknowledge()
         except _PROTOCOL_ERRORS as exc:
             self.closed = True
@@ -315,10 +312,6 @@ class _RtmpConnection:
     def _media_now(self, raw: RawMessage, on_media: MediaSink) -> bool:
         """Hand an audio/video message to ``on_media`` at once (True: done with it), or not (False:
         it goes through ``_on_message``). Only a server's publishing streams do."""
-        return False
-
-    def _lane_ok(self) -> bool:
-        """A ``PublishLane`` may take this read's media now (``receive_media``)."""
         return False
 
     def _acknowledge(self) -> None:
@@ -658,29 +651,24 @@ class RtmpServerConnection(_RtmpConnection):
             events.append(MediaData(stream_id, kind, timestamp, payload))
 
     def receive_media(
-        self, data: bytes | bytearray | memoryview, on_media: MediaSink, lane: Any = None
+        self, data: bytes | bytearray | memoryview, on_media: MediaSink
     ) -> list[Event]:
         """``receive_data`` for a publisher's steady state: each audio/video message on a publishing
         stream that no event precedes in this call goes to ``on_media(stream_id, is_video, timestamp,
         payload)`` at once instead of becoming a ``MediaData`` (no event built, queued and dispatched);
         from the first event on, media become ``MediaData`` events as usual, so the order of media and
         other events is kept. Returns the events. ``on_media`` must not raise (errors in it are the
-        caller's: they would cut the rest of ``data`` short).
-
-        ``lane`` (an ``accel.PublishLane`` holding this connection's chunk reader, when built) reads
-        the chunks instead and handles the media of the streams the owner gave it, before anything
-        else in ``data``; what it returns continues as above."""
-        return self._receive(data, on_media, lane)
-
-    def _lane_ok(self) -> bool:
-        return not (self._publishes_pending or self._phase == _CONNECT_PENDING)  # as ``_media_now``
+        caller's: they would cut the rest of ``data`` short)."""
+        return self._receive(data, on_media)
 
     def lane_window(self) -> int | None:
         """While a lane may receive on its own (the handshake is over, nothing awaited, not closed):
         how many more bytes it may read before an acknowledgement is due (a large number when the
         peer set no window). None otherwise. See ``lane_received``."""
-        if self.closed or self._handshake is not None or not self._lane_ok():
+        if self.closed or self._handshake is not None:
             return None
+        if self._publishes_pending or self._phase == _CONNECT_PENDING:
+            return None  # media are held meanwhile (``_media_now``)
         if not self._peer_window:
             return 1 << 62
         return max(1, self._peer_window - (self._received - self._acked))
@@ -714,7 +702,7 @@ class RtmpServerConnection(_RtmpConnection):
     ) -> Any:
         """A C ``accel.PublishLane`` on this connection's chunk reader, for ``receive_media``, when the
         C accelerator is built (else None). The owner ``add``s each publishing stream with its hub's
-        core. Frames its hub does not take in C go to ``slow(stream_id, frame, message)`` (the
+        core and arms it while ``lane_window`` allows (it then reads on its own: ``lane_received``). Frames its hub does not take in C go to ``slow(stream_id, frame, message)`` (the
         message is the tag as it came, or None when the frame must be rebuilt for players), tags that
         do not parse to ``fallback`` (``on_media``'s signature); ``memo`` is the players' message memo."""
         if accel.PublishLane is None:
