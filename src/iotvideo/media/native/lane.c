@@ -698,6 +698,11 @@ static PyObject *PublishLane_readable(PublishLaneObject *self, PyObject *unused)
     return r;
 }
 
+PyObject *native_lane_readable(PyObject *lane) {
+    if (Py_TYPE(lane) != &PublishLaneType) return PyObject_CallMethod(lane, "readable", NULL);
+    return PublishLane_readable((PublishLaneObject *)lane, NULL);
+}
+
 /* The rest of the protocol: the connection's own (Python) protocol answers. */
 static PyObject *lane_forward(PublishLaneObject *self, PyObject *name, PyObject *arg) {
     if (self->protocol == NULL) {

@@ -23,6 +23,9 @@ PyObject *native_frame_field(PyObject *frame, int k); /* a MediaFrame's field (n
 PyObject *native_raw_field(PyObject *raw, int k);     /* a RawMessage's field (new reference) */
 int native_is_flv_error(void);                        /* the exception set is flvtags.FlvError (or a subclass) */
 
+/* lane.c, for the other parts */
+PyObject *native_lane_readable(PyObject *lane); /* PublishLane.readable() */
+
 /* fanout.c, for the other parts */
 int native_is_fanout(PyObject *obj);
 unsigned long long native_fanout_version(PyObject *fan);
