@@ -146,6 +146,11 @@ def test_core_fields_default_like_python() -> None:
 # --- the differential harness: a peer with the lane and one without -----------------------------
 
 
+# the players' chunk sizes, by their place: the lane's messages come in two pieces (the tag's header,
+# then the frame's data), and a chunk may end inside the first
+CHUNK_SIZES = (128, 3, 4096)
+
+
 class Player:
     """A C ``RtmpOut`` player (writes go to ``buf``) and the drain its ``_feed_player`` task would do."""
 
@@ -153,7 +158,7 @@ class Player:
         self.run = run
         self.sub = run.hub.subscribe(max_queue_bytes)
         self.buf = bytearray()
-        self.writer = accel.ChunkWriter()
+        self.writer = accel.ChunkWriter(CHUNK_SIZES[len(run.players) % len(CHUNK_SIZES)])
         self.timeline = accel.Timeline()
         self.message = message or run.server.messages
         self.pause_at: int | None = None  # the socket fills up: a write past this many bytes pauses the player

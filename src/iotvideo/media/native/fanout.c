@@ -86,8 +86,10 @@ typedef struct {
     long csid;
     long type_id;
     PyObject *type_obj; /* what was given (an IntEnum member, say), returned by .type_id */
-    PyObject *payload;  /* bytes */
-    Py_ssize_t length;
+    PyObject *payload;  /* bytes: the payload after ``head`` */
+    uint8_t head[NATIVE_MAX_HEAD]; /* the payload's first head_len bytes, when it came in two pieces */
+    int head_len;
+    Py_ssize_t length;  /* head_len + len(payload) */
     PyObject *tail;     /* everything after the first chunk header, cut with tail_size; or NULL */
     long tail_size;
     int n_whole;
@@ -126,6 +128,7 @@ static int shared_message_set(SharedMessageObject *self, long csid, PyObject *ty
     Py_XSETREF(self->type_obj, Py_NewRef(type_obj));
     self->csid = csid;
     self->type_id = type_id;
+    self->head_len = 0;
     self->length = PyBytes_GET_SIZE(data);
     Py_CLEAR(self->tail);
     self->tail_size = 0;
@@ -146,15 +149,51 @@ static PyObject *SharedMessage_get_type_id(SharedMessageObject *self, void *clos
     return Py_NewRef(self->type_obj);
 }
 
+/* A message's payload as its two pieces: the head (often none), then the rest. */
+typedef struct {
+    const char *p[2];
+    Py_ssize_t n[2];
+} Pieces;
+
+static inline Pieces msg_pieces(const SharedMessageObject *m) {
+    return (Pieces){{(const char *)m->head, PyBytes_AS_STRING(m->payload)}, {m->head_len, PyBytes_GET_SIZE(m->payload)}};
+}
+
+static inline Pieces one_piece(const char *p, Py_ssize_t n) { return (Pieces){{p, p}, {0, n}}; }
+
+/* Copy bytes [off, off + len) of the pieces to ``out``. */
+static void pieces_copy(const Pieces *s, Py_ssize_t off, Py_ssize_t len, char *out) {
+    for (int k = 0; k < 2 && len > 0; k++) {
+        if (off >= s->n[k]) {
+            off -= s->n[k];
+            continue;
+        }
+        Py_ssize_t take = s->n[k] - off < len ? s->n[k] - off : len;
+        memcpy(out, s->p[k] + off, (size_t)take);
+        out += take;
+        len -= take;
+        off = 0;
+    }
+}
+
+static PyObject *SharedMessage_get_payload(SharedMessageObject *self, void *closure) {
+    if (!self->head_len) return Py_NewRef(self->payload);
+    PyObject *whole = PyBytes_FromStringAndSize(NULL, self->length);
+    if (whole == NULL) return NULL;
+    Pieces s = msg_pieces(self);
+    pieces_copy(&s, 0, self->length, PyBytes_AS_STRING(whole));
+    return whole;
+}
+
 static PyMemberDef SharedMessage_members[] = {
     {"csid", T_LONG, offsetof(SharedMessageObject, csid), READONLY, NULL},
-    {"payload", T_OBJECT, offsetof(SharedMessageObject, payload), READONLY, NULL},
     {"length", T_PYSSIZET, offsetof(SharedMessageObject, length), READONLY, NULL},
     {NULL},
 };
 
 static PyGetSetDef SharedMessage_getset[] = {
     {"type_id", (getter)SharedMessage_get_type_id, NULL, NULL, NULL},
+    {"payload", (getter)SharedMessage_get_payload, NULL, "The message's bytes.", NULL},
     {NULL},
 };
 
@@ -286,7 +325,7 @@ static int writer_header(uint8_t *out, const OutStream *st, int fmt, uint32_t fi
 
 /* header + the payload cut in chunks of chunk_size with type-3 continuation headers, as one bytes. */
 static PyObject *writer_chunks(ChunkWriterObject *self, const OutStream *st, const uint8_t *header, int header_len,
-                               uint32_t field, const char *payload, Py_ssize_t length) {
+                               uint32_t field, const Pieces *payload, Py_ssize_t length) {
     Py_ssize_t size = self->chunk_size;
     uint8_t cont[7];
     int cont_len = st->basic3_len;
@@ -302,13 +341,13 @@ static PyObject *writer_chunks(ChunkWriterObject *self, const OutStream *st, con
     memcpy(p, header, (size_t)header_len);
     p += header_len;
     Py_ssize_t first = length < size ? length : size;
-    memcpy(p, payload, (size_t)first);
+    pieces_copy(payload, 0, first, p);
     p += first;
     for (Py_ssize_t off = size; off < length; off += size) {
         memcpy(p, cont, (size_t)cont_len);
         p += cont_len;
         Py_ssize_t n = length - off < size ? length - off : size;
-        memcpy(p, payload + off, (size_t)n);
+        pieces_copy(payload, off, n, p);
         p += n;
     }
     return out;
@@ -360,7 +399,8 @@ static PyObject *ChunkWriter_write(ChunkWriterObject *self, PyObject *const *arg
     if (st == NULL) goto done;
     uint8_t header[24];
     int header_len = writer_header(header, st, fmt, field, view.len, type_id, stream_id);
-    result = writer_chunks(self, st, header, header_len, field, view.buf, view.len);
+    Pieces one = one_piece(view.buf, view.len);
+    result = writer_chunks(self, st, header, header_len, field, &one, view.len);
 done:
     PyBuffer_Release(&view);
     return result;
@@ -380,9 +420,9 @@ static PyObject *writer_shared(ChunkWriterObject *self, SharedMessageObject *msg
     uint8_t header[24];
     int header_len = writer_header(header, st, fmt, field, msg->length, msg->type_id, stream_id);
     PyObject *whole;
-    const char *payload = PyBytes_AS_STRING(msg->payload);
+    Pieces payload = msg_pieces(msg);
     if (field >= EXT_TS) { /* continuation chunks repeat the extended timestamp: nothing to share */
-        whole = writer_chunks(self, st, header, header_len, field, payload, msg->length);
+        whole = writer_chunks(self, st, header, header_len, field, &payload, msg->length);
     } else if (msg->tail != NULL && msg->tail_size == size) {
         Py_ssize_t tail_len = PyBytes_GET_SIZE(msg->tail);
         whole = PyBytes_FromStringAndSize(NULL, header_len + tail_len);
@@ -391,7 +431,7 @@ static PyObject *writer_shared(ChunkWriterObject *self, SharedMessageObject *msg
             memcpy(PyBytes_AS_STRING(whole) + header_len, PyBytes_AS_STRING(msg->tail), (size_t)tail_len);
         }
     } else {
-        whole = writer_chunks(self, st, header, header_len, field, payload, msg->length);
+        whole = writer_chunks(self, st, header, header_len, field, &payload, msg->length);
         if (whole != NULL) {
             PyObject *tail = PyBytes_FromStringAndSize(PyBytes_AS_STRING(whole) + header_len,
                                                        PyBytes_GET_SIZE(whole) - header_len);
@@ -718,19 +758,27 @@ static Py_ssize_t send_iov(int fd, struct iovec *iov, size_t n) {
  * Returns the bytes the kernel took (all, part, or 0 when it would block), -1 for a socket error
  * (errno set; the transport will meet it too), -2 when the message needs more iovecs than allowed. */
 static Py_ssize_t send_direct(int fd, const uint8_t *header, int header_len, const uint8_t *cont, int cont_len,
-                              const char *payload, Py_ssize_t length, long size) {
+                              const Pieces *payload, Py_ssize_t length, long size) {
     struct iovec iov[MAX_IOV];
     int n = 0;
     iov[n].iov_base = (void *)header;
     iov[n++].iov_len = (size_t)header_len;
+    int k = 0;             /* the piece at ``off`` */
+    Py_ssize_t at = 0;     /* where piece k starts in the payload */
     for (Py_ssize_t off = 0; off < length; off += size) {
-        if (n + 2 > MAX_IOV) return -2;
+        if (n + 3 > MAX_IOV) return -2;
         if (off > 0) {
             iov[n].iov_base = (void *)cont;
             iov[n++].iov_len = (size_t)cont_len;
         }
-        iov[n].iov_base = (void *)(payload + off);
-        iov[n++].iov_len = (size_t)(length - off < size ? length - off : size);
+        Py_ssize_t end = length - off < size ? length : off + size;
+        for (Py_ssize_t pos = off; pos < end;) { /* this chunk's bytes: from one piece or two */
+            while (pos >= at + payload->n[k]) at += payload->n[k++];
+            Py_ssize_t stop = at + payload->n[k] < end ? at + payload->n[k] : end;
+            iov[n].iov_base = (void *)(payload->p[k] + (pos - at));
+            iov[n++].iov_len = (size_t)(stop - pos);
+            pos = stop;
+        }
     }
     return send_iov(fd, iov, (size_t)n);
 }
@@ -745,7 +793,8 @@ static int rtmpout_write(RtmpOutObject *self, PyObject *data) {
 /* The message's bytes from offset ``skip`` on, through the transport (what a direct send left). */
 static int rtmpout_write_rest(RtmpOutObject *self, SharedMessageObject *msg, const OutStream *st, const uint8_t *header,
                               int header_len, uint32_t field, Py_ssize_t skip) {
-    PyObject *whole = writer_chunks(self->writer, st, header, header_len, field, PyBytes_AS_STRING(msg->payload), msg->length);
+    Pieces payload = msg_pieces(msg);
+    PyObject *whole = writer_chunks(self->writer, st, header, header_len, field, &payload, msg->length);
     if (whole == NULL) return -1;
     PyObject *rest = skip ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(whole) + skip, PyBytes_GET_SIZE(whole) - skip)
                           : Py_NewRef(whole);
@@ -788,8 +837,8 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_
             long size = self->writer->chunk_size;
             Py_ssize_t n_cont = m->length > size ? (m->length - 1) / size : 0;
             Py_ssize_t total = header_len + m->length + n_cont * cont_len;
-            Py_ssize_t sent = send_direct(self->fd, header, header_len, cont, cont_len, PyBytes_AS_STRING(m->payload),
-                                          m->length, size);
+            Pieces payload = msg_pieces(m);
+            Py_ssize_t sent = send_direct(self->fd, header, header_len, cont, cont_len, &payload, m->length, size);
             if (sent != total && rtmpout_write_rest(self, m, st, header, header_len, field, sent > 0 ? sent : 0) < 0)
                 return -1; /* a short send, a full socket or an error: the transport takes the rest (and the error) */
             if (sent > 0) self->direct_sends++;
@@ -1198,10 +1247,30 @@ int native_is_fanout(PyObject *obj) { return PyObject_TypeCheck(obj, &FanoutType
 
 unsigned long long native_fanout_version(PyObject *fan) { return ((FanoutObject *)fan)->version; }
 
-PyObject *native_shared_message(long csid, PyObject *type_id, PyObject *payload) {
-    PyObject *msg = SharedMessageType.tp_alloc(&SharedMessageType, 0); /* (what SharedMessage(...) does, unparsed) */
-    if (msg != NULL && shared_message_set((SharedMessageObject *)msg, csid, type_id, payload) < 0) Py_CLEAR(msg);
-    return msg;
+PyObject *native_shared_message_split(long csid, PyObject *type_id, const uint8_t *head, int head_len, PyObject *body) {
+    if (head_len < 0 || head_len > NATIVE_MAX_HEAD || !PyBytes_CheckExact(body)) {
+        PyErr_SetString(PyExc_ValueError, "SharedMessage: a head of at most 16 bytes and a bytes body");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(body) > 0xFFFFFF - head_len) {
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes exceeds the 24-bit length field", PyBytes_GET_SIZE(body) + head_len);
+        return NULL;
+    }
+    SharedMessageObject *msg = (SharedMessageObject *)PyType_GenericNew(&SharedMessageType, NULL, NULL);
+    if (msg == NULL) return NULL;
+    long type = PyLong_AsLong(type_id);
+    if (type == -1 && PyErr_Occurred()) {
+        Py_DECREF(msg);
+        return NULL;
+    }
+    msg->csid = csid;
+    msg->type_id = type;
+    msg->type_obj = Py_NewRef(type_id);
+    msg->payload = Py_NewRef(body);
+    memcpy(msg->head, head, (size_t)head_len);
+    msg->head_len = head_len;
+    msg->length = head_len + PyBytes_GET_SIZE(body);
+    return (PyObject *)msg;
 }
 
 static Py_ssize_t Fanout_len(FanoutObject *self) { return self->n; }

@@ -167,6 +167,7 @@ typedef struct {
     Py_ssize_t head_len;
     PyObject *error; /* the ChunkError that killed the reader, or NULL */
     bool busy;
+    NativeRecords *recs; /* during native_chunk_feed_records, until the first other message: where audio/video go */
 } ChunkReaderObject;
 
 static void drop_body(InStream *st) {
@@ -206,6 +207,14 @@ static InStream *add_stream(ChunkReaderObject *self, uint32_t csid) {
     return st;
 }
 
+/* A RawMessage (``payload`` stolen). */
+static PyObject *raw_message(uint8_t type_id, uint32_t stream_id, uint32_t timestamp, PyObject *payload) {
+    PyObject *vals[RAW_FIELDS] = {
+        PyLong_FromLong(type_id), PyLong_FromUnsignedLong(stream_id), PyLong_FromUnsignedLong(timestamp), payload,
+    };
+    return build(RawMessage_type, raw_offsets, vals, RAW_FIELDS);
+}
+
 /* Deliver ``st``'s message (``payload`` stolen), applying Set Chunk Size and Abort. */
 static int complete(ChunkReaderObject *self, InStream *st, PyObject *payload, PyObject *out) {
     if (payload == NULL) return -1;
@@ -234,14 +243,34 @@ static int complete(ChunkReaderObject *self, InStream *st, PyObject *payload, Py
             }
         }
     }
-    PyObject *vals[RAW_FIELDS] = {
-        PyLong_FromLong(type_id), PyLong_FromUnsignedLong(st->stream_id), PyLong_FromUnsignedLong(st->timestamp), payload,
-    };
-    PyObject *msg = build(RawMessage_type, raw_offsets, vals, RAW_FIELDS);
+    self->recs = NULL; /* what follows comes as messages too, in order */
+    PyObject *msg = raw_message(type_id, st->stream_id, st->timestamp, payload);
     if (msg == NULL) return -1;
     int rc = PyList_Append(out, msg);
     Py_DECREF(msg);
     return rc;
+}
+
+static inline bool is_media(uint8_t type_id) { return type_id == 8 || type_id == 9; }
+
+/* Record mode: ``st``'s audio/video message ``p[0:n]`` (held by ``body``, stolen, or by the input when
+ * NULL) as a record instead of a RawMessage. 0, or -1 (out of memory). */
+static int record(ChunkReaderObject *self, InStream *st, const uint8_t *p, Py_ssize_t n, PyObject *body) {
+    NativeRecords *r = self->recs;
+    self->pending -= st->length;
+    if (r->n == r->cap) {
+        Py_ssize_t cap = r->cap ? 2 * r->cap : 16;
+        NativeRecord *grown = PyMem_Realloc(r->v, (size_t)cap * sizeof(NativeRecord));
+        if (grown == NULL) {
+            Py_XDECREF(body);
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->v = grown;
+        r->cap = cap;
+    }
+    r->v[r->n++] = (NativeRecord){st->type_id, st->stream_id, st->timestamp, p, n, body};
+    return 0;
 }
 
 /* The chunk payload at ``pos`` for the current stream; returns the position after it, or -1. */
@@ -252,9 +281,10 @@ static Py_ssize_t take_payload(ChunkReaderObject *self, const uint8_t *p, Py_ssi
     if (take > n - pos) take = n - pos;
     if (take <= 0) return pos;
     Py_ssize_t end = pos + (Py_ssize_t)take;
-    if (st->body == NULL && take == st->remaining) { /* the whole message is here: one copy */
+    if (st->body == NULL && take == st->remaining) { /* the whole message is here: one copy (none as a record) */
         self->chunk_left = 0;
         st->remaining = 0;
+        if (self->recs != NULL && is_media(st->type_id)) return record(self, st, p + pos, take, NULL) < 0 ? -1 : end;
         PyObject *payload = src != NULL && pos == 0 && end == n ? Py_NewRef(src)
                                                                 : PyBytes_FromStringAndSize((const char *)p + pos, take);
         return complete(self, st, payload, out) < 0 ? -1 : end;
@@ -287,7 +317,12 @@ static Py_ssize_t take_payload(ChunkReaderObject *self, const uint8_t *p, Py_ssi
         PyObject *payload = st->body;
         st->body = NULL;
         st->got = 0;
-        if (complete(self, st, payload, out) < 0) return -1;
+        if (self->recs != NULL && is_media(st->type_id)) {
+            if (record(self, st, (const uint8_t *)PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), payload) < 0)
+                return -1;
+        } else if (complete(self, st, payload, out) < 0) {
+            return -1;
+        }
     }
     return end;
 }
@@ -642,6 +677,11 @@ static bool small_int(PyObject *obj, long long *value) {
     return true;
 }
 
+/* What a tag parser gives: the frame (a new reference; Py_None: none), and in *as_built whether the tag is
+ * exactly what flvtags writes for that frame (the tag's header, then the frame's data). */
+#define FRAME(frame, built) (*as_built = (built), (frame))
+#define NO_FRAME() FRAME(Py_NewRef(Py_None), false)
+
 static PyObject *result(PyObject *frame, bool as_built) {
     if (frame == NULL) return NULL;
     PyObject *t = PyTuple_New(2);
@@ -654,7 +694,18 @@ static PyObject *result(PyObject *frame, bool as_built) {
     return t;
 }
 
-static PyObject *no_frame(void) { return result(Py_NewRef(Py_None), false); }
+/* ``p[off:n]`` as bytes: ``*own`` itself when it is the bytes ``p[0:n]`` lives in and nothing else
+ * holds it (moved down and cut in place: no new buffer; *own becomes NULL), else a copy. */
+static PyObject *body_bytes(const uint8_t *p, Py_ssize_t n, Py_ssize_t off, PyObject **own) {
+    PyObject *b = own != NULL ? *own : NULL;
+    if (b == NULL || !PyBytes_CheckExact(b) || Py_REFCNT(b) != 1 || (const uint8_t *)PyBytes_AS_STRING(b) != p ||
+        PyBytes_GET_SIZE(b) != n || off == 0)
+        return PyBytes_FromStringAndSize((const char *)p + off, n - off);
+    *own = NULL;
+    memmove(PyBytes_AS_STRING(b), p + off, (size_t)(n - off));
+    if (_PyBytes_Resize(&b, n - off) < 0) return NULL;
+    return b;
+}
 
 static PyObject *media_frame(PyObject *codec, PyObject *dts, long long pts, PyObject *data, bool keyframe,
                              bool is_config, long sample_rate, long channels) {
@@ -689,9 +740,9 @@ static const uint8_t *find3(const uint8_t *p, const uint8_t *end) { /* the next 
 
 /* flvtags._nal_units: ``data`` (new reference) when it is length-prefixed NAL units, else
  * Annex B converted to that; NULL with FlvError set otherwise. */
-static PyObject *nal_units(PyObject *payload, Py_ssize_t off, bool *same) {
-    const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(payload) + off;
-    Py_ssize_t n = PyBytes_GET_SIZE(payload) - off;
+static PyObject *nal_units(const uint8_t *p, Py_ssize_t size, Py_ssize_t off, PyObject **own, bool *same) {
+    const uint8_t *d = p + off;
+    Py_ssize_t n = size - off;
     uint64_t i = 0;
     while (i + 4 <= (uint64_t)n) {
         uint32_t size = be32(d + i);
@@ -699,7 +750,7 @@ static PyObject *nal_units(PyObject *payload, Py_ssize_t off, bool *same) {
         i += 4 + (uint64_t)size;
     }
     *same = i == (uint64_t)n;
-    if (*same) return PyBytes_FromStringAndSize((const char *)d, n);
+    if (*same) return body_bytes(p, size, off, own);
     if (!(n >= 3 && d[0] == 0 && d[1] == 0 && (d[2] == 1 || (n >= 4 && d[2] == 0 && d[3] == 1)))) {
         PyErr_SetString(FlvError, "video data is neither length-prefixed NAL units nor Annex B");
         return NULL;
@@ -743,14 +794,9 @@ static PyObject *nal_units(PyObject *payload, Py_ssize_t off, bool *same) {
     return out;
 }
 
-static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (resolve() < 0) return NULL;
-    long long ts;
-    if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
-        return fallback(py_parse_video_tag, args, nargs, kwnames);
-    PyObject *payload = args[0], *timestamp = args[1];
-    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(payload);
-    Py_ssize_t n = PyBytes_GET_SIZE(payload);
+/* The video tag ``p[0:n]`` at ``timestamp`` (== ts, a small int); ``own``: see body_bytes. */
+static PyObject *video_frame(const uint8_t *p, Py_ssize_t n, PyObject **own, PyObject *timestamp, long long ts,
+                             bool *as_built) {
     if (!n) {
         PyErr_SetString(FlvError, "empty video tag");
         return NULL;
@@ -763,7 +809,7 @@ static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssi
     if (ex) {
         frame_type = (b0 >> 4) & 0x07;
         packet_type = b0 & 0x0F;
-        if (frame_type == FRAME_COMMAND && packet_type != EX_METADATA) return no_frame();
+        if (frame_type == FRAME_COMMAND && packet_type != EX_METADATA) return NO_FRAME();
         if (packet_type == EX_MULTITRACK || packet_type == EX_MODEX) {
             PyErr_Format(UnsupportedCodec, "Enhanced RTMP video packet type %d", packet_type);
             return NULL;
@@ -782,7 +828,7 @@ static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssi
             Py_XDECREF(fourcc);
             return NULL;
         }
-        if (packet_type == EX_SEQUENCE_END || packet_type == EX_METADATA) return no_frame();
+        if (packet_type == EX_SEQUENCE_END || packet_type == EX_METADATA) return NO_FRAME();
         if (packet_type == EX_SEQUENCE_START) {
             config = true;
             off = 5;
@@ -806,7 +852,7 @@ static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssi
         }
     } else {
         frame_type = b0 >> 4;
-        if (frame_type == FRAME_COMMAND) return no_frame();
+        if (frame_type == FRAME_COMMAND) return NO_FRAME();
         int codec_id = b0 & 0x0F;
         if (codec_id == 7) {
             codec = codec_h264;
@@ -822,7 +868,7 @@ static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssi
         }
         packet_type = p[1];
         cts = si24(p + 2);
-        if (packet_type == 2) return no_frame();
+        if (packet_type == 2) return NO_FRAME();
         if (packet_type > 2) {
             PyErr_Format(FlvError, "AVCPacketType %d", packet_type);
             return NULL;
@@ -844,30 +890,36 @@ static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssi
             PyErr_SetString(FlvError, h264 ? "malformed AVCDecoderConfigurationRecord" : "malformed HEVCDecoderConfigurationRecord");
             return NULL;
         }
-        PyObject *data = PyBytes_FromStringAndSize((const char *)p + off, size);
-        return result(media_frame(codec, timestamp, ts + cts, data, false, true, 0, 0), canonical && frame_type == FRAME_KEY);
+        PyObject *data = body_bytes(p, n, off, own);
+        return FRAME(media_frame(codec, timestamp, ts + cts, data, false, true, 0, 0), canonical && frame_type == FRAME_KEY);
     }
-    if (!size) return no_frame();
+    if (!size) return NO_FRAME();
     bool keyframe = frame_type == FRAME_KEY || frame_type == FRAME_GENERATED_KEY;
     bool same;
-    PyObject *nal = nal_units(payload, off, &same);
+    PyObject *nal = nal_units(p, n, off, own, &same);
     if (nal == NULL) return NULL;
-    return result(media_frame(codec, timestamp, ts + cts, nal, keyframe, false, 0, 0),
-                  canonical && same && frame_type == (keyframe ? FRAME_KEY : FRAME_INTER));
+    return FRAME(media_frame(codec, timestamp, ts + cts, nal, keyframe, false, 0, 0),
+                 canonical && same && frame_type == (keyframe ? FRAME_KEY : FRAME_INTER));
+}
+
+static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (resolve() < 0) return NULL;
+    long long ts;
+    if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
+        return fallback(py_parse_video_tag, args, nargs, kwnames);
+    bool as_built;
+    PyObject *frame = video_frame((const uint8_t *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), NULL, args[1],
+                                  ts, &as_built);
+    return result(frame, as_built);
 }
 
 static const long aac_rates[13] = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350};
 static const long aac_channels[16] = {0, 1, 2, 3, 4, 5, 6, 8, 0, 0, 0, 7, 8, 24, 8, 0};
 static const long g711_rates[4] = {8000, 11025, 22050, 44100};
 
-static PyObject *parse_audio_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (resolve() < 0) return NULL;
-    long long ts;
-    if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
-        return fallback(py_parse_audio_tag, args, nargs, kwnames);
-    PyObject *payload = args[0], *timestamp = args[1];
-    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(payload);
-    Py_ssize_t n = PyBytes_GET_SIZE(payload);
+/* The audio tag ``p[0:n]``: as video_frame. */
+static PyObject *audio_frame(const uint8_t *p, Py_ssize_t n, PyObject **own, PyObject *timestamp, long long ts,
+                             bool *as_built) {
     if (!n) {
         PyErr_SetString(FlvError, "empty audio tag");
         return NULL;
@@ -909,47 +961,97 @@ static PyObject *parse_audio_tag(PyObject *module, PyObject *const *args, Py_ssi
                 return NULL;
             }
             long channels = aac_channels[(bits >> (64 - pos - 4)) & 0x0F];
-            PyObject *data = PyBytes_FromStringAndSize((const char *)d, size);
-            return result(media_frame(codec_aac, timestamp, ts, data, false, true, rate, channels), b0 == 0xAF);
+            PyObject *data = body_bytes(p, n, 2, own);
+            return FRAME(media_frame(codec_aac, timestamp, ts, data, false, true, rate, channels), b0 == 0xAF);
         }
         if (packet_type != 1) {
             PyErr_Format(FlvError, "AACPacketType %d", packet_type);
             return NULL;
         }
-        if (!size) return no_frame();
-        PyObject *data = PyBytes_FromStringAndSize((const char *)d, size);
-        return result(media_frame(codec_aac, timestamp, ts, data, false, false, 0, 0), b0 == 0xAF);
+        if (!size) return NO_FRAME();
+        PyObject *data = body_bytes(p, n, 2, own);
+        return FRAME(media_frame(codec_aac, timestamp, ts, data, false, false, 0, 0), b0 == 0xAF);
     }
     if (sound_format == 7 || sound_format == 8) { /* G.711 A-law, mu-law */
-        if (n < 2) return no_frame();
-        PyObject *data = PyBytes_FromStringAndSize((const char *)p + 1, n - 1);
+        if (n < 2) return NO_FRAME();
+        PyObject *data = body_bytes(p, n, 1, own);
         PyObject *codec = sound_format == 7 ? codec_pcma : codec_pcmu;
-        return result(media_frame(codec, timestamp, ts, data, false, false, g711_rates[(b0 >> 2) & 0x03], b0 & 0x01 ? 2 : 1),
-                      b0 & 0x02);
+        return FRAME(media_frame(codec, timestamp, ts, data, false, false, g711_rates[(b0 >> 2) & 0x03], b0 & 0x01 ? 2 : 1),
+                     b0 & 0x02);
     }
     PyErr_Format(UnsupportedCodec, "sound format %d", sound_format);
     return NULL;
 }
 
+static PyObject *parse_audio_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (resolve() < 0) return NULL;
+    long long ts;
+    if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
+        return fallback(py_parse_audio_tag, args, nargs, kwnames);
+    bool as_built;
+    PyObject *frame = audio_frame((const uint8_t *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), NULL, args[1],
+                                  ts, &as_built);
+    return result(frame, as_built);
+}
+
 /* ---- for the other parts (native.h) ---------------------------------------------------------- */
 
-PyObject *native_parse_tag(int video, PyObject *payload, PyObject *timestamp) {
-    PyObject *args[2] = {payload, timestamp};
-    return video ? parse_video_tag(NULL, args, 2, NULL) : parse_audio_tag(NULL, args, 2, NULL);
+PyObject *native_tag_frame(int video, const uint8_t *p, Py_ssize_t n, PyObject **own, uint32_t timestamp, int *as_built) {
+    if (resolve() < 0) return NULL;
+    PyObject *ts = PyLong_FromUnsignedLong(timestamp);
+    if (ts == NULL) return NULL;
+    bool built = false;
+    PyObject *frame = video ? video_frame(p, n, own, ts, timestamp, &built) : audio_frame(p, n, own, ts, timestamp, &built);
+    Py_DECREF(ts);
+    *as_built = built;
+    return frame;
 }
 
-PyObject *native_chunk_feed(PyObject *reader, PyObject *data) {
-    if (!PyObject_TypeCheck(reader, &ChunkReader_Type)) return PyObject_CallMethod(reader, "feed", "O", data);
-    return ChunkReader_feed((ChunkReaderObject *)reader, data);
-}
+int native_is_chunk_reader(PyObject *obj) { return PyObject_TypeCheck(obj, &ChunkReader_Type); }
 
-PyObject *native_chunk_feed_raw(PyObject *reader, const uint8_t *p, Py_ssize_t n) {
-    if (PyObject_TypeCheck(reader, &ChunkReader_Type)) return reader_feed((ChunkReaderObject *)reader, p, n, NULL);
-    PyObject *data = PyBytes_FromStringAndSize((const char *)p, n);
-    if (data == NULL) return NULL;
-    PyObject *out = PyObject_CallMethod(reader, "feed", "O", data);
-    Py_DECREF(data);
+PyObject *native_chunk_feed_records(PyObject *reader, const uint8_t *p, Py_ssize_t n, NativeRecords *recs) {
+    ChunkReaderObject *self = (ChunkReaderObject *)reader;
+    if (recs->n) {
+        PyErr_SetString(PyExc_RuntimeError, "native_chunk_feed_records: records left from before");
+        return NULL;
+    }
+    if (self->busy) { /* (reader_feed says so) */
+        self->recs = NULL;
+        return reader_feed(self, p, n, NULL);
+    }
+    self->recs = recs;
+    PyObject *out = reader_feed(self, p, n, NULL);
+    self->recs = NULL;
+    if (out == NULL) native_records_clear(recs);
     return out;
+}
+
+void native_records_clear(NativeRecords *recs) {
+    for (Py_ssize_t i = 0; i < recs->n; i++) Py_CLEAR(recs->v[i].body);
+    recs->n = 0;
+}
+
+void native_records_free(NativeRecords *recs) {
+    native_records_clear(recs);
+    PyMem_Free(recs->v);
+    recs->v = NULL;
+    recs->cap = 0;
+}
+
+PyObject *native_record_payload(NativeRecord *r) {
+    PyObject *payload = r->body;
+    if (payload == NULL) return PyBytes_FromStringAndSize((const char *)r->p, r->n);
+    if ((const uint8_t *)PyBytes_AS_STRING(payload) != r->p || PyBytes_GET_SIZE(payload) != r->n) {
+        PyErr_SetString(PyExc_RuntimeError, "a record whose body became a frame's data");
+        return NULL;
+    }
+    r->body = NULL;
+    return payload;
+}
+
+PyObject *native_record_message(NativeRecord *r) {
+    if (resolve() < 0) return NULL;
+    return raw_message(r->type_id, r->stream_id, r->timestamp, native_record_payload(r));
 }
 
 /* Field k of a MediaFrame (``frame_fields`` order) or of a RawMessage (``raw_fields``): a new reference. */
@@ -964,11 +1066,6 @@ static PyObject *field_of(PyObject *obj, PyTypeObject *tp, const Py_ssize_t *off
 PyObject *native_frame_field(PyObject *frame, int k) {
     if (resolve() < 0) return NULL;
     return field_of(frame, MediaFrame_type, frame_offsets, frame_fields, k);
-}
-
-PyObject *native_raw_field(PyObject *raw, int k) {
-    if (resolve() < 0) return NULL;
-    return field_of(raw, RawMessage_type, raw_offsets, raw_fields, k);
 }
 
 int native_is_flv_error(void) { return resolve() == 0 && PyErr_ExceptionMatches(FlvError); }

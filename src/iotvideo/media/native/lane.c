@@ -394,6 +394,7 @@ typedef struct {
     uint8_t *rbuf;               /* readable()'s buffer */
     long long window_left;       /* bytes it may read before the owner must see them (acknowledgements) */
     long long unsynced, bytes_in; /* read since the owner last took them (take_unsynced); read in all */
+    NativeRecords recs;          /* the reader's audio/video messages of one read */
 } PublishLaneObject;
 
 static PyTypeObject PublishLaneType;
@@ -404,6 +405,10 @@ static int PublishLane_init(PublishLaneObject *self, PyObject *args, PyObject *k
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(OO)(OO):PublishLane", kwlist, &reader, &memo, &slow, &fallback,
                                      &vcsid, &vtype, &acsid, &atype))
         return -1;
+    if (!native_is_chunk_reader(reader)) {
+        PyErr_SetString(PyExc_TypeError, "PublishLane needs the C ChunkReader");
+        return -1;
+    }
     self->fd = -1;
     PyObject *put = PyObject_GetAttrString(memo, "put");
     if (put == NULL) return -1;
@@ -464,6 +469,7 @@ static void PublishLane_dealloc(PublishLaneObject *self) {
     PublishLane_clear(self);
     PyMem_Free(self->rbuf);
     PyMem_Free(self->streams);
+    native_records_free(&self->recs);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -517,90 +523,119 @@ static PyObject *PublishLane_clear_method(PublishLaneObject *self, PyObject *unu
     Py_RETURN_NONE;
 }
 
-/* One audio/video message of a stream of this lane: 1 done, -1 error. */
-static int lane_media(PublishLaneObject *self, long long sid, PyObject *publisher, HubCoreObject *core, int video,
-                      PyObject *timestamp, PyObject *payload) {
-    PyObject *parsed = native_parse_tag(video, payload, timestamp);
-    if (parsed == NULL) {
+/* The audio/video record ``r`` of a stream of this lane: 1 done, -1 error. Its frame's data is its
+ * body when it has one (cut in place), else a copy: one buffer per frame; players get the tag's header
+ * and that data as the message, as it came. */
+static int lane_media(PublishLaneObject *self, long long sid, PyObject *publisher, HubCoreObject *core, NativeRecord *r) {
+    int video = r->type_id == 9, as_built = 0;
+    Py_ssize_t n = r->n;
+    uint8_t head[NATIVE_MAX_HEAD]; /* (r->p moves when the body becomes the data) */
+    memcpy(head, r->p, n < NATIVE_MAX_HEAD ? (size_t)n : NATIVE_MAX_HEAD);
+    PyObject *frame = native_tag_frame(video, r->p, n, &r->body, r->timestamp, &as_built);
+    if (frame == NULL) {
         if (!native_is_flv_error()) return -1;
         PyErr_Clear(); /* the Python path parses it again and does what a bad tag calls for */
-        PyObject *r = PyObject_CallFunction(self->fallback, "LOOO", sid, video ? Py_True : Py_False, timestamp, payload);
-        if (r == NULL) return -1;
-        Py_DECREF(r);
+        PyObject *payload = native_record_payload(r);
+        if (payload == NULL) return -1;
+        PyObject *res = PyObject_CallFunction(self->fallback, "LOkO", sid, video ? Py_True : Py_False,
+                                              (unsigned long)r->timestamp, payload);
+        Py_DECREF(payload);
+        if (res == NULL) return -1;
+        Py_DECREF(res);
         return 1;
     }
     int rc = -1;
-    PyObject *frame = PyTuple_GET_ITEM(parsed, 0), *msg = NULL;
+    PyObject *msg = NULL;
     if (frame == Py_None) {
         rc = 1;
         goto done;
     }
     self->frames_in++;
-    if (PyTuple_GET_ITEM(parsed, 1) == Py_True) { /* players get the tag as it came */
-        PyObject **m = video ? self->video : self->audio;
-        long csid = PyLong_AsLong(m[0]);
-        if (csid == -1 && PyErr_Occurred()) goto done;
-        if ((msg = native_shared_message(csid, m[1], payload)) == NULL) goto done;
+    if (as_built) { /* players get the tag as it came */
+        PyObject *data = native_frame_field(frame, FF_DATA);
+        if (data == NULL) goto done;
+        Py_ssize_t head_len = PyBytes_Check(data) ? n - PyBytes_GET_SIZE(data) : -1;
+        if (head_len >= 0 && head_len <= NATIVE_MAX_HEAD) {
+            PyObject **m = video ? self->video : self->audio;
+            long csid = PyLong_AsLong(m[0]);
+            if (!(csid == -1 && PyErr_Occurred())) msg = native_shared_message_split(csid, m[1], head, (int)head_len, data);
+        }
+        Py_DECREF(data);
+        if (msg == NULL && PyErr_Occurred()) goto done;
+    }
+    if (msg != NULL) {
         int taken = core_take(core, publisher, frame, self->memo, msg, self->put);
         if (taken) {
             rc = taken;
             goto done;
         }
     }
-    PyObject *r = PyObject_CallFunction(self->slow, "LOO", sid, frame, msg != NULL ? msg : Py_None);
-    if (r != NULL) {
-        Py_DECREF(r);
+    PyObject *res = PyObject_CallFunction(self->slow, "LOO", sid, frame, msg != NULL ? msg : Py_None);
+    if (res != NULL) {
+        Py_DECREF(res);
         rc = 1;
     }
 done:
     Py_XDECREF(msg);
-    Py_DECREF(parsed);
+    Py_DECREF(frame);
     return rc;
 }
 
-/* Of the messages the reader returned (``raws``, stolen), those this lane does not handle: from the
- * first one that is not audio/video of a stream of this lane on (empty when it handled them all). */
-static PyObject *lane_handle(PublishLaneObject *self, PyObject *raws) {
-    if (raws == NULL) return NULL;
-    if (!PyList_Check(raws)) {
-        Py_DECREF(raws);
-        PyErr_SetString(PyExc_TypeError, "reader.feed must return a list");
-        return NULL;
-    }
-    Py_ssize_t i, n = PyList_GET_SIZE(raws);
-    for (i = 0; i < n && self->n; i++) {
-        PyObject *raw = PyList_GET_ITEM(raws, i);
-        PyObject *type_obj = native_raw_field(raw, RF_TYPE_ID);
-        if (type_obj == NULL) goto error;
-        long type_id = PyLong_AsLong(type_obj);
-        Py_DECREF(type_obj);
-        if (type_id == -1 && PyErr_Occurred()) goto error;
-        if (type_id != 8 && type_id != 9) break;
-        PyObject *sid_obj = native_raw_field(raw, RF_STREAM_ID);
-        if (sid_obj == NULL) goto error;
-        long long sid = PyLong_AsLongLong(sid_obj);
-        Py_DECREF(sid_obj);
-        if (sid == -1 && PyErr_Occurred()) goto error;
-        Py_ssize_t k = lane_find(self, sid);
+/* After the reader read (``rest``: its RawMessages, stolen; NULL: it raised), the records it left in
+ * ``self->recs``: handled in order up to the first one not of a stream of this lane. Returns what the
+ * lane does not handle: the records from that one on (as RawMessages), then ``rest``. */
+static PyObject *lane_handle(PublishLaneObject *self, PyObject *rest) {
+    NativeRecords recs = self->recs; /* its own: Python may run and feed meanwhile */
+    self->recs = (NativeRecords){NULL, 0, 0};
+    Py_ssize_t i = 0;
+    if (rest == NULL) goto done;
+    for (; i < recs.n && self->n; i++) {
+        NativeRecord *r = &recs.v[i];
+        Py_ssize_t k = lane_find(self, r->stream_id);
         if (k < 0) break;
         LaneStream s = self->streams[k]; /* held while Python may run and change the set */
         Py_INCREF(s.publisher);
         Py_INCREF((PyObject *)s.core);
-        PyObject *ts = native_raw_field(raw, RF_TIMESTAMP), *payload = native_raw_field(raw, RF_PAYLOAD);
-        int rc = ts != NULL && payload != NULL ? lane_media(self, sid, s.publisher, s.core, type_id == 9, ts, payload) : -1;
-        Py_XDECREF(ts);
-        Py_XDECREF(payload);
+        int rc = lane_media(self, r->stream_id, s.publisher, s.core, r);
         Py_DECREF(s.publisher);
         Py_DECREF((PyObject *)s.core);
-        if (rc < 0) goto error;
+        if (rc < 0) {
+            Py_CLEAR(rest);
+            goto done;
+        }
     }
-    if (i == 0) return raws;
-    PyObject *rest = PyList_GetSlice(raws, i, n);
-    Py_DECREF(raws);
+    if (i < recs.n) {
+        PyObject *left = PyList_New(recs.n - i);
+        if (left == NULL) {
+            Py_CLEAR(rest);
+            goto done;
+        }
+        for (Py_ssize_t j = i; j < recs.n; j++) {
+            PyObject *raw = native_record_message(&recs.v[j]);
+            if (raw == NULL) {
+                Py_DECREF(left);
+                Py_CLEAR(rest);
+                goto done;
+            }
+            PyList_SET_ITEM(left, j - i, raw);
+        }
+        Py_ssize_t at = PyList_GET_SIZE(left);
+        if (PyList_SetSlice(left, at, at, rest) < 0) Py_CLEAR(left);
+        Py_SETREF(rest, left);
+    }
+done:
+    native_records_clear(&recs);
+    if (self->recs.v == NULL) {
+        self->recs = recs;
+    } else {
+        native_records_free(&recs);
+    }
     return rest;
-error:
-    Py_DECREF(raws);
-    return NULL;
+}
+
+/* What the lane does not handle of p[0:n] (records pointing into it are handled before it returns). */
+static PyObject *lane_feed(PublishLaneObject *self, const uint8_t *p, Py_ssize_t n) {
+    return lane_handle(self, native_chunk_feed_records(self->reader, p, n, &self->recs));
 }
 
 static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data);
@@ -685,7 +720,7 @@ static PyObject *PublishLane_readable(PublishLaneObject *self, PyObject *unused)
     if (n > 0) {
         self->bytes_in += n;
         self->unsynced += n;
-        return lane_after_read(self, lane_handle(self, native_chunk_feed_raw(self->reader, self->rbuf, n)));
+        return lane_after_read(self, lane_feed(self, self->rbuf, n));
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) Py_RETURN_NONE;
     PyObject *exc = n == 0 ? PyObject_CallFunction(PyExc_EOFError, "s", "end of stream")
@@ -734,7 +769,11 @@ static PyObject *PublishLane_feed(PublishLaneObject *self, PyObject *data) {
         PyErr_SetString(PyExc_RuntimeError, "PublishLane is not initialised");
         return NULL;
     }
-    return lane_handle(self, native_chunk_feed(self->reader, data));
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *rest = lane_feed(self, (const uint8_t *)view.buf, view.len);
+    PyBuffer_Release(&view);
+    return rest;
 }
 
 static Py_ssize_t PublishLane_len(PublishLaneObject *self) { return self->n; }

@@ -14,13 +14,37 @@ int native_init_ingest(PyObject *module); /* ingest.c: the RTMP chunk reader and
 int native_init_lane(PyObject *module);   /* lane.c: HubCore, PublishLane */
 
 /* ingest.c, for the other parts */
-PyObject *native_parse_tag(int video, PyObject *payload, PyObject *timestamp); /* (MediaFrame | None, as_built) */
-PyObject *native_chunk_feed(PyObject *reader, PyObject *data);                  /* reader.feed(data) */
-PyObject *native_chunk_feed_raw(PyObject *reader, const uint8_t *p, Py_ssize_t n); /* reader.feed(p[0:n]) */
+
+/* A whole audio/video message the reader completed, not made into a RawMessage. */
+typedef struct {
+    uint8_t type_id;
+    uint32_t stream_id;
+    uint32_t timestamp;
+    const uint8_t *p; /* the message: in ``body`` or, when that is NULL, in the input fed */
+    Py_ssize_t n;
+    PyObject *body;   /* an owned bytes holding it (nothing else refers to it), or NULL */
+} NativeRecord;
+typedef struct {
+    NativeRecord *v;
+    Py_ssize_t n, cap;
+} NativeRecords;
+
+int native_is_chunk_reader(PyObject *obj); /* a C ChunkReader */
+/* reader.feed(p[0:n]) (reader: a C ChunkReader; recs: empty) where the audio/video messages before the
+ * first other message become records in ``recs`` (in order) instead of RawMessages: the list of the
+ * RawMessages, which follow the records. NULL with an exception (recs emptied). Records that point
+ * into p[0:n] are valid while it is. */
+PyObject *native_chunk_feed_records(PyObject *reader, const uint8_t *p, Py_ssize_t n, NativeRecords *recs);
+void native_records_clear(NativeRecords *recs);       /* their bodies let go; n = 0 */
+void native_records_free(NativeRecords *recs);        /* and the array */
+PyObject *native_record_payload(NativeRecord *r);     /* its bytes (takes its body) */
+PyObject *native_record_message(NativeRecord *r);     /* the RawMessage it would have been (takes its body) */
+/* The MediaFrame of the FLV tag p[0:n] (a new reference; Py_None: none), as flvtags.parse_*_tag; *as_built:
+ * the tag is exactly its header, then the frame's data. ``*own`` (or NULL): the bytes p[0:n] lives in, that
+ * becomes the frame's data in place when nothing else holds it (then *own is set NULL and p is invalid). */
+PyObject *native_tag_frame(int video, const uint8_t *p, Py_ssize_t n, PyObject **own, uint32_t timestamp, int *as_built);
 enum { FF_CODEC, FF_DTS, FF_PTS, FF_DATA, FF_KEYFRAME, FF_IS_CONFIG }; /* MediaFrame fields */
-enum { RF_TYPE_ID, RF_STREAM_ID, RF_TIMESTAMP, RF_PAYLOAD }; /* RawMessage fields */
 PyObject *native_frame_field(PyObject *frame, int k); /* a MediaFrame's field (new reference) */
-PyObject *native_raw_field(PyObject *raw, int k);     /* a RawMessage's field (new reference) */
 int native_is_flv_error(void);                        /* the exception set is flvtags.FlvError (or a subclass) */
 
 /* lane.c, for the other parts */
@@ -31,6 +55,8 @@ int native_is_fanout(PyObject *obj);
 unsigned long long native_fanout_version(PyObject *fan);
 PyObject *native_fanout_send(PyObject *fan, PyObject *frame, int64_t dts, int is_config, Py_ssize_t size, PyObject *fn,
                              PyObject *msg); /* Fanout.send; members whose message() is fn get msg */
-PyObject *native_shared_message(long csid, PyObject *type_id, PyObject *payload); /* a new SharedMessage */
+#define NATIVE_MAX_HEAD 16
+/* a new SharedMessage whose payload is head[0:head_len] (at most NATIVE_MAX_HEAD bytes) + body (bytes) */
+PyObject *native_shared_message_split(long csid, PyObject *type_id, const uint8_t *head, int head_len, PyObject *body);
 
 #endif
