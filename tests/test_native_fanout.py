@@ -392,3 +392,84 @@ def test_fanout_feeds_rtmp_and_flv_players_together() -> None:
     assert len(rtmp[1].data) == 1 and len(t.data) == 1 and _dechunk(t.data[0])[0] == 8  # an audio tag
     t.buffered = 2 << 20
     assert fan.send(MediaFrame(Codec.AAC, 23, 23, b"\x21\x10")) == [b] and len(fan) == 1
+
+
+class CountingTransport:
+    """A transport over one end of a socketpair that counts how often RtmpOut asks how it stands."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.asked = 0
+        self.closing = False
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        self.asked += 1
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def _socket_out(transport: CountingTransport) -> Any:
+    return native.RtmpOut(transport.write, [], native.ChunkWriter(4096), 1, native.Timeline(),
+                          lambda f: native.SharedMessage(6, 9, f.data), transport=transport,
+                          fd=transport.sock.fileno())
+
+
+def test_a_direct_sender_asks_the_transport_only_until_a_whole_send_and_after_others_wrote() -> None:
+    import socket
+
+    a, b = socket.socketpair()
+    with a, b:
+        t = CountingTransport(a)
+        out = _socket_out(t)
+        assert out(_frame(0)) is True and t.asked == 1 and out.known_empty
+        assert out(_frame(40)) is True and out(_frame(80)) is True
+        assert t.asked == 1 and out.direct_sends == 3  # it knew the transport held nothing
+        out.known_empty = False  # the owner wrote to the transport itself
+        assert out(_frame(120)) is True and t.asked == 2
+        b.settimeout(5)
+        got = bytearray()
+        while len(got) < out.bytes_out:
+            got += b.recv(1 << 16)
+        reader = chunk.ChunkReader()
+        reader.chunk_size = 4096
+        assert [m.timestamp for m in reader.feed(bytes(got))] == [0, 40, 80, 120]
+
+
+def test_a_direct_sender_sends_on_its_own_descriptor_never_on_a_reused_number() -> None:
+    """The transport's descriptor may be closed and its number given to another socket before the
+    player's connection learns of it: the out keeps a descriptor of its own, so nothing goes to the
+    other socket; a send that fails on the dead socket asks the transport, and a closing transport
+    takes nothing more. ``closing`` lets the out's descriptor go."""
+    import os
+    import socket
+
+    a, b = socket.socketpair()
+    t = CountingTransport(a)
+    out = _socket_out(t)
+    assert out(_frame(0)) is True
+    number = a.fileno()
+    b.close()
+    a.close()  # what the transport does; the number is free again
+    c, d = socket.socketpair()
+    with c, d:
+        if c.fileno() != number:  # make the number name the new socket, as a new connection would
+            os.dup2(c.fileno(), number)
+        try:
+            t.closing = True  # (it knows by now; the out does not)
+            assert out(_frame(40)) is True and t.asked == 2 and t.data == []
+            d.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                d.recv(1)  # nothing reached the socket that now has the old number
+        finally:
+            if c.fileno() != number:
+                os.close(number)
+    fds = len(os.listdir("/proc/self/fd"))
+    out.closing = True
+    assert len(os.listdir("/proc/self/fd")) == fds - 1 and out.closing
+    assert out(_frame(80)) is False  # refused: it is closing

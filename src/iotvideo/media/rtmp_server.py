@@ -550,6 +550,8 @@ class _RtmpPeer(asyncio.Protocol):
         if data and transport is not None and not transport.is_closing():
             self.stats.bytes_out += len(data)
             transport.write(data)
+            for out in self._outs.values():  # (they ask the transport again before their next direct send)
+                out.known_empty = False
 
     def ping(self, now: float) -> None:
         self.last_ping = now

@@ -12,8 +12,10 @@
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #ifndef MSG_NOSIGNAL /* not on every platform; Python ignores SIGPIPE anyway */
 #define MSG_NOSIGNAL 0
@@ -647,6 +649,12 @@ typedef struct {
     PyObject *is_closing; /* its bound methods */
     PyObject *get_write_buffer_size;
     int fd;
+    /* RtmpOut: ``fd`` is its own duplicate of the socket's descriptor (closed when it starts closing),
+     * so it never names another socket, whatever the transport does; and while ``known_empty`` holds
+     * (set by a whole direct send; cleared by a write through the transport, here or by the owner)
+     * the transport is not asked how it stands before each send. */
+    char own_fd;
+    char known_empty;
     long long direct_sends;
     int flv;              /* an FlvOut (same layout): writer, pending, stream_id unused */
     Py_ssize_t max_buffer; /* FlvOut: refused while the transport holds more than this */
@@ -654,17 +662,28 @@ typedef struct {
 
 static PyTypeObject RtmpOutType, FlvOutType;
 
-/* Direct sends go to ``fd`` while ``transport`` (its bound methods kept) holds nothing; without a
- * transport (None) or an fd (-1) every message goes through write(). */
-static int out_set_transport(RtmpOutObject *self, PyObject *transport, int fd) {
+static void out_close_fd(RtmpOutObject *self) {
+    if (self->own_fd && self->fd >= 0) close(self->fd);
+    self->fd = -1;
+    self->own_fd = 0;
+    self->known_empty = 0;
+}
+
+/* Direct sends go to ``fd`` (``own``: to a duplicate of it) while ``transport`` (its bound methods
+ * kept) holds nothing; without a transport (None) or an fd (-1) every message goes through write(). */
+static int out_set_transport(RtmpOutObject *self, PyObject *transport, int fd, int own) {
     Py_CLEAR(self->transport);
     Py_CLEAR(self->is_closing);
     Py_CLEAR(self->get_write_buffer_size);
-    self->fd = -1;
+    out_close_fd(self);
     if (transport == Py_None) return 0;
     if ((self->is_closing = PyObject_GetAttr(transport, str_is_closing)) == NULL) return -1;
     if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
     self->transport = Py_NewRef(transport);
+    if (own && fd >= 0) {
+        fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1 (out of descriptors, say): no direct sends */
+        self->own_fd = fd >= 0;
+    }
     self->fd = fd;
     return 0;
 }
@@ -678,7 +697,7 @@ static int RtmpOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
                                      &ChunkWriterType, &writer, &stream_id, &TimelineType, &timeline, &message,
                                      &transport, &fd))
         return -1;
-    if (out_set_transport(self, fd >= 0 ? transport : Py_None, fd) < 0) return -1;
+    if (out_set_transport(self, fd >= 0 ? transport : Py_None, fd, 1) < 0) return -1;
     if (check_stream_id(stream_id) < 0) return -1;
     Py_XSETREF(self->write, Py_NewRef(write));
     Py_XSETREF(self->pending, Py_NewRef(pending));
@@ -708,6 +727,7 @@ static int RtmpOut_clear(RtmpOutObject *self) {
     Py_CLEAR(self->transport);
     Py_CLEAR(self->is_closing);
     Py_CLEAR(self->get_write_buffer_size);
+    out_close_fd(self);
     return 0;
 }
 
@@ -784,6 +804,7 @@ static Py_ssize_t send_direct(int fd, const uint8_t *header, int header_len, con
 }
 
 static int rtmpout_write(RtmpOutObject *self, PyObject *data) {
+    self->known_empty = 0;
     PyObject *r = PyObject_CallOneArg(self->write, data);
     if (r == NULL) return -1;
     Py_DECREF(r);
@@ -817,7 +838,8 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_
     }
     SharedMessageObject *m = (SharedMessageObject *)msg;
     if (self->transport != NULL && self->fd >= 0) {
-        Py_ssize_t buffered = transport_buffered(self);
+        int known = self->known_empty;
+        Py_ssize_t buffered = known ? 0 : transport_buffered(self);
         if (buffered == -1) return -1;
         if (buffered == 0) {
             int64_t ts = timeline_at(self->timeline, dts, is_config);
@@ -839,6 +861,12 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_
             Py_ssize_t total = header_len + m->length + n_cont * cont_len;
             Pieces payload = msg_pieces(m);
             Py_ssize_t sent = send_direct(self->fd, header, header_len, cont, cont_len, &payload, m->length, size);
+            self->known_empty = sent == total;
+            if (sent < 0 && known) { /* a socket error, unasked: a closing transport takes nothing more */
+                buffered = transport_buffered(self);
+                if (buffered == -1) return -1;
+                if (buffered == TRANSPORT_CLOSING) return 1;
+            }
             if (sent != total && rtmpout_write_rest(self, m, st, header, header_len, field, sent > 0 ? sent : 0) < 0)
                 return -1; /* a short send, a full socket or an error: the transport takes the rest (and the error) */
             if (sent > 0) self->direct_sends++;
@@ -937,7 +965,7 @@ static int FlvOut_init(RtmpOutObject *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O|$Oin:FlvOut", kwlist, &write, &TimelineType, &timeline, &tails,
                                      &transport, &fd, &max_buffer))
         return -1;
-    if (out_set_transport(self, transport, fd) < 0) return -1;
+    if (out_set_transport(self, transport, fd, 0) < 0) return -1;
     self->flv = 1;
     self->max_buffer = max_buffer;
     Py_XSETREF(self->write, Py_NewRef(write));
@@ -999,12 +1027,29 @@ static PyObject *RtmpOut_call(RtmpOutObject *self, PyObject *args, PyObject *kwd
 
 static PyMemberDef RtmpOut_members[] = {
     {"paused", T_BOOL, offsetof(RtmpOutObject, paused), 0, "the socket is full: frames are refused (queued)"},
-    {"closing", T_BOOL, offsetof(RtmpOutObject, closing), 0, "the connection is closing: frames are refused"},
+    {"known_empty", T_BOOL, offsetof(RtmpOutObject, known_empty), 0,
+     "the transport holds nothing unsent (set by direct sends): whoever else writes to it sets this False"},
     {"frames_out", T_LONGLONG, offsetof(RtmpOutObject, frames_out), READONLY, NULL},
     {"bytes_out", T_LONGLONG, offsetof(RtmpOutObject, bytes_out), READONLY, NULL},
     {"stream_id", T_LONGLONG, offsetof(RtmpOutObject, stream_id), READONLY, NULL},
     {"direct_sends", T_LONGLONG, offsetof(RtmpOutObject, direct_sends), READONLY,
      "messages that went (at least partly) straight to the socket"},
+    {NULL},
+};
+
+static PyObject *RtmpOut_get_closing(RtmpOutObject *self, void *closure) { return PyBool_FromLong(self->closing); }
+
+static int RtmpOut_set_closing(RtmpOutObject *self, PyObject *value, void *closure) {
+    int v = value == NULL ? 0 : PyObject_IsTrue(value);
+    if (v < 0) return -1;
+    self->closing = (char)v;
+    if (v) out_close_fd(self); /* (nothing more goes straight to the socket) */
+    return 0;
+}
+
+static PyGetSetDef RtmpOut_getset[] = {
+    {"closing", (getter)RtmpOut_get_closing, (setter)RtmpOut_set_closing,
+     "the connection is closing: frames are refused (and the out's descriptor is let go)", NULL},
     {NULL},
 };
 
@@ -1024,6 +1069,7 @@ static PyTypeObject RtmpOutType = {
     .tp_clear = (inquiry)RtmpOut_clear,
     .tp_call = (ternaryfunc)RtmpOut_call,
     .tp_members = RtmpOut_members,
+    .tp_getset = RtmpOut_getset,
 };
 
 static PyTypeObject FlvOutType = {
@@ -1042,6 +1088,7 @@ static PyTypeObject FlvOutType = {
     .tp_clear = (inquiry)RtmpOut_clear,
     .tp_call = (ternaryfunc)FlvOut_call,
     .tp_members = RtmpOut_members,
+    .tp_getset = RtmpOut_getset,
 };
 
 /* --- Fanout -------------------------------------------------------------------------------- */
