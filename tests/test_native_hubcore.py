@@ -893,3 +893,47 @@ def test_a_players_failing_message_is_a_refusal_not_a_crash(monkeypatch: pytest.
     asyncio.run(go())
     # one refusal per run: the player then leaves the Fanout and its queue takes the rest (message() not called)
     assert len(reported) == 2 and all(str(e) == "message failed" for e in reported)
+
+
+def test_a_lane_read_from_inside_another_lanes_read_keeps_both_reads_intact() -> None:
+    """Lanes share one read buffer; a lane that reads while another's read is being handled (here:
+    from the first one's callback) reads into a buffer of its own, and the first one's frames after
+    the callback still carry their own bytes."""
+    import socket
+
+    def wire(seeds: list[int]) -> bytes:  # (a publisher's: a writer of its own)
+        writer = accel.ChunkWriter(65536)
+        return b"".join(bytes(writer.write(6, 9, 1, 40 * s, avc_tag(False, 300, s))) for s in seeds)
+
+    got: dict[str, list[bytes]] = {"a": [], "b": []}
+    lanes: dict[str, Any] = {}
+    socks = {k: socket.socketpair() for k in "ab"}
+    try:
+        def slow(name: str) -> Callable[..., None]:
+            def take(sid: int, frame: MediaFrame, msg: Any) -> None:
+                got[name].append(frame.data)
+                if name == "a" and len(got["a"]) == 1:
+                    lanes["b"].readable()  # another lane reads now, while a's read is in hand
+            return take
+
+        for k in "ab":
+            hub = StreamHub(k, CONFIG)
+            hub.attach_publisher()
+            other = StreamHub("x" + k, CONFIG).attach_publisher()  # not the hub's: every frame goes to slow()
+            reader = accel.ChunkReader()
+            reader.chunk_size = 65536  # (what the publisher announced: each tag comes in one chunk)
+            lane = accel.PublishLane(reader, FrameMemo(_message), slow(k), lambda *a: None, (6, 9), (4, 8))
+            lane.add(1, other, hub._core)
+            lane.arm(1 << 30, lambda *a: None, None)
+            lane.set_fd(socks[k][0].fileno())
+            socks[k][1].setblocking(True)
+            lanes[k] = lane
+        socks["a"][1].sendall(wire([1, 2, 3]))
+        socks["b"][1].sendall(wire([7, 8]))
+        lanes["a"].readable()
+        assert got["a"] == [nal(300, s) for s in (1, 2, 3)]
+        assert got["b"] == [nal(300, s) for s in (7, 8)]
+    finally:
+        for pair in socks.values():
+            for s in pair:
+                s.close()

@@ -391,7 +391,6 @@ typedef struct {
     PyObject *wake;              /* wake(rest, error): what it cannot handle; NULL until armed */
     PyObject *protocol;          /* the connection's protocol: the other protocol callbacks go to it */
     int fd;                      /* a descriptor of the connection's socket readable() reads (-1: none) */
-    uint8_t *rbuf;               /* readable()'s buffer */
     long long window_left;       /* bytes it may read before the owner must see them (acknowledgements) */
     long long unsynced, bytes_in; /* read since the owner last took them (take_unsynced); read in all */
     NativeRecords recs;          /* the reader's audio/video messages of one read */
@@ -467,7 +466,6 @@ static int PublishLane_clear(PublishLaneObject *self) {
 static void PublishLane_dealloc(PublishLaneObject *self) {
     PyObject_GC_UnTrack(self);
     PublishLane_clear(self);
-    PyMem_Free(self->rbuf);
     PyMem_Free(self->streams);
     native_records_free(&self->recs);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -709,22 +707,38 @@ static PyObject *PublishLane_set_fd(PublishLaneObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* readable(): the event loop's reader callback while set_fd() holds: one recv() into the lane's own
- * buffer (no bytes object per read), then as data_received; at end of stream or on an error,
- * wake(None, EOFError / OSError) and nothing more (the owner lets the transport read again, and
- * meet them itself). */
+/* One read buffer for every lane: they read one after another on the loop's thread, so what the
+ * kernel just wrote is still in the cache when a frame's data is copied out of it. A lane that reads
+ * while another one's read is being handled (a callback feeding it) gets a buffer of its own. */
+static uint8_t *shared_rbuf;
+static int shared_rbuf_busy;
+
+/* readable(): the event loop's reader callback while set_fd() holds: one recv() (no bytes object per
+ * read), then as data_received; at end of stream or on an error, wake(None, EOFError / OSError) and
+ * nothing more (the owner lets the transport read again, and meet them itself). */
 static PyObject *PublishLane_readable(PublishLaneObject *self, PyObject *unused) {
     if (self->fd < 0 || self->wake == NULL || self->reader == NULL) Py_RETURN_NONE; /* (a late callback) */
-    if (self->rbuf == NULL && (self->rbuf = PyMem_Malloc(READ_SIZE)) == NULL) return PyErr_NoMemory();
-    Py_ssize_t n = recv(self->fd, self->rbuf, READ_SIZE, MSG_DONTWAIT); /* (never blocks: no need to let the GIL go) */
+    int own = shared_rbuf_busy;
+    uint8_t *buf = own ? PyMem_Malloc(READ_SIZE) : shared_rbuf != NULL ? shared_rbuf : (shared_rbuf = PyMem_Malloc(READ_SIZE));
+    if (buf == NULL) return PyErr_NoMemory();
+    if (!own) shared_rbuf_busy = 1;
+    Py_ssize_t n = recv(self->fd, buf, READ_SIZE, MSG_DONTWAIT); /* (never blocks: no need to let the GIL go) */
+    int err = errno;
+    PyObject *res = NULL;
     if (n > 0) {
         self->bytes_in += n;
         self->unsynced += n;
-        return lane_after_read(self, lane_feed(self, self->rbuf, n));
+        res = lane_after_read(self, lane_feed(self, buf, n));
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) Py_RETURN_NONE;
+    if (own) {
+        PyMem_Free(buf);
+    } else {
+        shared_rbuf_busy = 0;
+    }
+    if (n > 0) return res;
+    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) Py_RETURN_NONE;
     PyObject *exc = n == 0 ? PyObject_CallFunction(PyExc_EOFError, "s", "end of stream")
-                           : PyObject_CallFunction(PyExc_OSError, "is", errno, strerror(errno));
+                           : PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
     if (exc == NULL) return NULL;
     PyObject *wake = Py_NewRef(self->wake);
     PyObject *r = PyObject_CallFunctionObjArgs(wake, Py_None, exc, NULL);
