@@ -261,6 +261,27 @@ def test_an_fd_number_closed_and_reused_during_run_is_not_taken_for_the_old_one(
                 e.close()
 
 
+def test_a_poll_closed_and_dropped_by_a_lanes_callback_calls_no_other_lane() -> None:
+    holder: dict[str, Any] = {"poll": accel.LanePoll(Errors())}
+
+    def wake(e: End, rest: Any, error: Any) -> None:
+        poll = holder.pop("poll", None)
+        if poll is not None:
+            poll.close()  # (the server shutting down from inside a read; its last reference goes)
+
+    with ends("a", "b", "c", wake=wake) as group:
+        poll = holder["poll"]
+        for e in group:
+            poll.add(e.fd, e.lane)
+            e.send(1)
+        wait_readable(poll)
+        run = poll.run
+        del poll
+        run()
+        assert sum(len(e.woken) for e in group) == 1 and "poll" not in holder
+        assert run.__self__.closed and len(run.__self__) == 0
+
+
 def test_an_exception_in_one_lane_goes_to_on_error_and_the_others_are_read() -> None:
     errors = Errors()
     poll = accel.LanePoll(errors)

@@ -193,6 +193,7 @@ static PyObject *LanePoll_run(LanePollObject *self, PyObject *unused) {
     struct epoll_event events[POLL_BATCH]; /* (on the stack: a callback may even run() again) */
     PyObject *failure_type = NULL, *failure_value = NULL, *failure_tb = NULL; /* on_error's first failure */
     self->runs++;
+    Py_INCREF(self); /* (a callback may drop the owner's last reference to the poll) */
     for (int round = 0; round < POLL_ROUNDS && self->epfd >= 0; round++) {
         int n = epoll_wait(self->epfd, events, POLL_BATCH, 0);
         if (n < 0) {
@@ -225,12 +226,14 @@ static PyObject *LanePoll_run(LanePollObject *self, PyObject *unused) {
         }
         if (n < POLL_BATCH) break;
     }
+    Py_DECREF(self);
     if (failure_type != NULL) { /* the loop's exception handler reports it; the poll stays */
         PyErr_Restore(failure_type, failure_value, failure_tb);
         return NULL;
     }
     Py_RETURN_NONE;
 fail:
+    Py_DECREF(self);
     Py_XDECREF(failure_type);
     Py_XDECREF(failure_value);
     Py_XDECREF(failure_tb);
