@@ -29,7 +29,7 @@ from iotvideo.media.rtmp import Connected, MediaData, RtmpClientConnection, Stre
 from iotvideo.media.rtmp.messages import WindowAckSize
 from iotvideo.media.rtmp_server import RtmpServer, _message
 
-pytestmark = pytest.mark.skipif(accel.LanePoll is None, reason="LanePoll not built (or IOTVIDEO_NATIVE=0, or not Linux)")
+pytestmark = pytest.mark.skipif(accel.LanePoll is None, reason="no LanePoll (not built, or not Linux)")
 
 AVC_CONFIG = bytes([1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, 4]) + b"\x67\x64\x00\x1f" + bytes([1, 0, 2, 0x68, 0xEB])
 

@@ -65,6 +65,7 @@ def describe() -> str:
     """One line for logs and benchmarks: which parts run in C."""
     if native is None:
         return "pure Python (C accelerator " + ("switched off)" if os.environ.get("IOTVIDEO_NATIVE") else "not built)")
-    parts = [n for n in ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage",
-                         "Timeline", "RtmpOut", "FlvOut", "Fanout", "HubCore", "Gop", "PublishLane", "LanePoll") if hasattr(native, n)]
+    names = ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage", "Timeline",
+             "RtmpOut", "FlvOut", "Fanout", "HubCore", "Gop", "PublishLane", "LanePoll")
+    parts = [n for n in names if hasattr(native, n)]
     return "C accelerator: " + (", ".join(parts) if parts else "nothing yet")

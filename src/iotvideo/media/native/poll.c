@@ -242,7 +242,7 @@ fail:
 
 static PyObject *LanePoll_fileno(LanePollObject *self, PyObject *unused) { return PyLong_FromLong(self->epfd); }
 
-/* close(): the epoll descriptor is closed and every lane let go; add() fails afterwards, discard() and run() do nothing. */
+/* close(): the epoll descriptor is closed and every lane let go; then add() fails, discard() and run() do nothing. */
 static PyObject *LanePoll_close(LanePollObject *self, PyObject *unused) {
     int epfd = self->epfd;
     self->epfd = -1;
