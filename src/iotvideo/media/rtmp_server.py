@@ -621,6 +621,7 @@ class RtmpServer:
         self._housekeeping: asyncio.Task[None] | None = None
         self.messages: FrameMemo[SharedMessage | None] = FrameMemo(_message)  # each frame's message, for all players
         self._poll: Any = None  # the armed lanes' ``accel.LanePoll`` while listening (None: not built, or not Linux)
+        self._poll_loop: asyncio.AbstractEventLoop | None = None  # the loop that watches it
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: any free port); return the port."""
@@ -629,6 +630,7 @@ class RtmpServer:
         if accel.LanePoll is not None and self._poll is None:
             self._poll = accel.LanePoll(self._lane_failed)
             loop.add_reader(self._poll.fileno(), self._poll.run)
+            self._poll_loop = loop
         self._housekeeping = loop.create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -642,7 +644,8 @@ class RtmpServer:
             peer.close("server shutting down")
         poll, self._poll = self._poll, None
         if poll is not None:  # (every lane has left it: their peers are closed)
-            asyncio.get_running_loop().remove_reader(poll.fileno())
+            if self._poll_loop is not None:
+                self._poll_loop.remove_reader(poll.fileno())
             poll.close()
         if self._server is not None:
             await self._server.wait_closed()
