@@ -10,7 +10,7 @@ setup(
     ext_modules=[
         Extension(
             "iotvideo.media._native",
-            sources=[f"src/iotvideo/media/native/{name}.c" for name in ("module", "fanout", "ingest", "lane")],
+            sources=[f"src/iotvideo/media/native/{name}.c" for name in ("module", "fanout", "ingest", "lane", "poll")],
             depends=["src/iotvideo/media/native/native.h"],
             optional=True,
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],

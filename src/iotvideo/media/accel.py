@@ -54,6 +54,9 @@ _lane = _fan and all(hasattr(native, n) for n in ("HubCore", "Gop", "PublishLane
 HubCore: type[hubcore.HubCore] = native.HubCore if _lane else hubcore.HubCore  # type: ignore[union-attr]
 Gop: type[hubcore.Gop] = native.Gop if _lane else hubcore.Gop  # type: ignore[union-attr]
 PublishLane: Any = native.PublishLane if _lane else None  # type: ignore[union-attr]
+# One epoll descriptor for all of a server's armed lanes (media/native/poll.c; Linux): the loop makes one
+# callback for every lane ready at once. None: each armed lane is a reader of the loop's own.
+LanePoll: Any = getattr(native, "LanePoll", None) if _lane else None
 FAST_OUTS: tuple[type, ...] = tuple(t for t in (RtmpOut, FlvOut) if t is not None)
 """The C outputs a hub's ``Fanout`` feeds (``Subscription.deliver_to`` recognises them)."""
 
@@ -62,6 +65,7 @@ def describe() -> str:
     """One line for logs and benchmarks: which parts run in C."""
     if native is None:
         return "pure Python (C accelerator " + ("switched off)" if os.environ.get("IOTVIDEO_NATIVE") else "not built)")
-    parts = [n for n in ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage",
-                         "Timeline", "RtmpOut", "FlvOut", "Fanout", "HubCore", "Gop", "PublishLane") if hasattr(native, n)]
+    names = ("ChunkReader", "parse_video_tag", "parse_audio_tag", "ChunkWriter", "SharedMessage", "Timeline",
+             "RtmpOut", "FlvOut", "Fanout", "HubCore", "Gop", "PublishLane", "LanePoll")
+    parts = [n for n in names if hasattr(native, n)]
     return "C accelerator: " + (", ".join(parts) if parts else "nothing yet")

@@ -165,6 +165,7 @@ class _RtmpPeer(asyncio.Protocol):
         self._lane = self.conn.publish_lane(server.messages, self._frame, self._media)
         self._armed = False
         self._lane_fd = -1  # the socket descriptor the armed lane reads (its own dup), or -1
+        self._lane_poll: Any = None  # the server's ``accel.LanePoll`` that has it (None: a reader of the loop's own)
         self._lane_rx = 0  # the lane's bytes_in when the sweep last looked (``rx_check``)
         self._writable = asyncio.Event()
         self._writable.set()
@@ -241,11 +242,13 @@ class _RtmpPeer(asyncio.Protocol):
     def _lane_arm(self, *, hold: bool = False) -> None:
         """Arm the lane while the connection is in the steady state (publishing; nothing queued,
         awaited or closing), disarm it otherwise. Armed, the lane reads the socket itself: the
-        transport's reading is paused and the loop calls ``lane.readable`` for a descriptor of the
-        socket's own (``os.dup``: no ``bytes`` object and no protocol call per read). Without a
-        plain socket (TLS, a test's transport) the lane becomes the transport's protocol instead
-        (its C ``data_received``; the other callbacks it hands to this one). Either way what it
-        cannot handle comes back through ``_lane_wake``. ``hold``: disarm whatever the state."""
+        transport's reading is paused and ``lane.readable`` is called for a descriptor of the
+        socket's own (``os.dup``: no ``bytes`` object and no protocol call per read), by the
+        server's ``LanePoll`` (one loop callback for all ready lanes) or, without one, by the loop
+        (a reader per lane). Without a plain socket (TLS, a test's transport) the lane becomes the
+        transport's protocol instead (its C ``data_received``; the other callbacks it hands to this
+        one). Either way what it cannot handle comes back through ``_lane_wake``. ``hold``: disarm
+        whatever the state."""
         lane = self._lane
         transport = self.transport
         if lane is None or transport is None:
@@ -261,14 +264,23 @@ class _RtmpPeer(asyncio.Protocol):
                 if fd >= 0:
                     transport.pause_reading()
                     lane.set_fd(fd)
-                    self._loop.add_reader(fd, lane.readable)
+                    poll = self.server._poll
+                    if poll is not None:
+                        poll.add(fd, lane)
+                        self._lane_poll = poll
+                    else:
+                        self._loop.add_reader(fd, lane.readable)
                 else:
                     transport.set_protocol(lane)
         elif self._armed:
             self._armed = False
             fd, self._lane_fd = self._lane_fd, -1
             if fd >= 0:
-                self._loop.remove_reader(fd)
+                poll, self._lane_poll = self._lane_poll, None
+                if poll is not None:
+                    poll.discard(fd)  # (before the close: the descriptor number may be reused at once)
+                else:
+                    self._loop.remove_reader(fd)
                 lane.set_fd(-1)
                 os.close(fd)
             unsynced = lane.take_unsynced()
@@ -610,11 +622,17 @@ class RtmpServer:
         self._server: asyncio.Server | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.messages: FrameMemo[SharedMessage | None] = FrameMemo(_message)  # each frame's message, for all players
+        self._poll: Any = None  # the armed lanes' ``accel.LanePoll`` while listening (None: not built, or not Linux)
+        self._poll_loop: asyncio.AbstractEventLoop | None = None  # the loop that watches it
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: any free port); return the port."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _RtmpPeer(self, next(self._ids)), host, port, reuse_address=True)
+        if accel.LanePoll is not None and self._poll is None:
+            self._poll = accel.LanePoll(self._lane_failed)
+            loop.add_reader(self._poll.fileno(), self._poll.run)
+            self._poll_loop = loop
         self._housekeeping = loop.create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -626,6 +644,11 @@ class RtmpServer:
             self._server.close()
         for peer in list(self._peers):
             peer.close("server shutting down")
+        poll, self._poll = self._poll, None
+        if poll is not None:  # (every lane has left it: their peers are closed)
+            if self._poll_loop is not None:
+                self._poll_loop.remove_reader(poll.fileno())
+            poll.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -637,6 +660,15 @@ class RtmpServer:
     def stats(self) -> list[RtmpConnectionStats]:
         """A snapshot of every open connection."""
         return [peer.snapshot() for peer in self._peers]
+
+    def _lane_failed(self, lane: Any, exc: BaseException) -> None:
+        """A lane's ``readable`` raised in the ``LanePoll``: its connection closes as an internal error
+        (as ``_advance`` does; a reader callback's exception would otherwise only be logged by the
+        loop, and the lane's descriptor, still readable, would fail again at once)."""
+        peer = next((p for p in self._peers if p._lane is lane), None)
+        log.error("rtmp %s: failed reading", peer.peer if peer is not None else "?", exc_info=exc)
+        if peer is not None:
+            peer.close("internal error", abort=True)  # (its lane leaves the poll)
 
     async def _sweep(self, interval_s: float = 1.0) -> None:
         """Close connections stuck in the handshake or silent too long; ping quiet players."""

@@ -9,7 +9,8 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL) return NULL;
-    if (native_init_fanout(m) < 0 || native_init_ingest(m) < 0 || native_init_lane(m) < 0) {
+    if (native_init_fanout(m) < 0 || native_init_ingest(m) < 0 || native_init_lane(m) < 0 ||
+        native_init_poll(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

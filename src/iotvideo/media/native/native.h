@@ -12,6 +12,7 @@
 int native_init_fanout(PyObject *module); /* fanout.c: ChunkWriter, SharedMessage, Timeline, RtmpOut, Fanout */
 int native_init_ingest(PyObject *module); /* ingest.c: the RTMP chunk reader and FLV tag parsing */
 int native_init_lane(PyObject *module);   /* lane.c: HubCore, PublishLane */
+int native_init_poll(PyObject *module);   /* poll.c: LanePoll (Linux: epoll) */
 
 /* ingest.c, for the other parts */
 
