@@ -7,7 +7,9 @@
    ~2 Mbit/s and 360p at ~600 kbit/s, 12 s each, and pre-parses them into FLV video tag bodies;
 3. starts nginx (own temp config: ``rtmp`` on a free loopback port, ``daemon off``, one worker,
    pid and error log in a temp dir) and ``iotvideo serve`` (free ports, IOTVIDEO_LOG_LEVEL=warning);
-   both stay up for the whole run (an idle server costs nothing);
+   both stay up for the whole run (an idle server costs nothing); with two CPUs or more, both servers
+   (every thread) run on the last CPU and this load generator on the others, so that the scheduler
+   moving one next to the other does not move the figures (``--no-pin``: no such placement);
 4. runs the same phases against both, with a light load generator in this one process (asyncio,
    our sans-IO ``RtmpClientConnection``): publishers replay the pre-parsed frames in real time,
    players read and discard, counting bytes and frames. The cpu/stream phase runs FIRST, in
@@ -794,6 +796,24 @@ async def run_server(srv: Server, clips: dict[str, Clip], args: argparse.Namespa
 # --- report --------------------------------------------------------------------------------------
 
 
+def pin(servers: list[Server]) -> str | None:
+    """Servers on the last CPU, this load generator on the others (every thread of each), so that
+    neither one's scheduling moves the other's figures; None when there is one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    srv, load = {cpus[-1]}, set(cpus[:-1])
+    for s in servers:
+        for pid in s.pids():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    os.sched_setaffinity(int(tid), srv)
+                except OSError:
+                    pass
+    os.sched_setaffinity(0, load)
+    return f"servers on CPU {cpus[-1]}, load generator on CPU {','.join(map(str, sorted(load)))}"
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -836,7 +856,7 @@ def best_players(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"bench": "media", "quick": args.quick, "streams": args.streams, "rounds": args.rounds,
-                           "iotvideo_implementation": implementation()}
+                           "iotvideo_implementation": implementation(), "pinned": getattr(args, "pinned", None)}
     for name, r in results.items():
         key = "iotvideo" if name == "iotvideo" else "nginx_rtmp"
         s = r["streams"]
@@ -963,7 +983,8 @@ chunk_size 4096); iotvideo at {mach['commit']} (`iotvideo serve`, log level warn
 Both servers ran on the same machine (both started for the whole run, the one not under load
 idle), under the same load from one load-generator process (asyncio, {mach['loadgen_loop']}; our
 sans-IO RTMP client) replaying pre-encoded H.264 (1 s GOP, no B-frames, no audio; 720p ≈
-{summary.get('_kbps_2m')} kbit/s and 360p ≈ {summary.get('_kbps_600k')} kbit/s) in real time. CPU is
+{summary.get('_kbps_2m')} kbit/s and 360p ≈ {summary.get('_kbps_600k')} kbit/s) in real time
+({summary.get('pinned') or 'no CPU placement'}). CPU is
 server CPU (user + system from /proc/PID/stat, also shown apart; nginx: master + worker) in % of one
 core.
 
@@ -1031,6 +1052,9 @@ def main() -> int:
     ap.add_argument("--only", choices=["iotvideo", "nginx"], default=None)
     ap.add_argument("--write-docs", action="store_true", help="write the section in docs/benchmarks.md")
     ap.add_argument("--python", action="store_true", help="run iotvideo's media hot path in pure Python (IOTVIDEO_NATIVE=0)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="leave the servers and the load generator to the scheduler (default: servers on the last CPU, "
+                         "the load generator on the others)")
     args = ap.parse_args()
     global NATIVE
     NATIVE = "0" if args.python else "1"
@@ -1061,10 +1085,16 @@ def main() -> int:
                 servers.append(start_nginx(nginx, tmp))
             if args.only != "nginx":
                 servers.append(start_iotvideo(tmp))
-            results = asyncio.run(amain(args, servers, clips))
+            everywhere = os.sched_getaffinity(0)
+            pinned = pin(servers) if args.pin else None
+            try:
+                results = asyncio.run(amain(args, servers, clips))
+            finally:
+                os.sched_setaffinity(0, everywhere)
         finally:
             for s in servers:
                 s.stop()
+    args.pinned = pinned
     if args.only != "nginx":
         import live_start
 
@@ -1080,6 +1110,7 @@ def main() -> int:
     (cache / "last.json").write_text(json.dumps({"results": results, "summary": summary}, indent=1))
     if args.write_docs:
         cmd = (".venv/bin/python bench/media.py" + (" --quick" if args.quick else "") + (" --python" if args.python else "")
+               + ("" if args.pin else " --no-pin")
                + (f" --rounds {args.rounds}" if args.rounds != (1 if args.quick else 3) else "") + " --write-docs")
         write_docs(cmd, machine(), tbl, summary)
     print(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}), flush=True)
