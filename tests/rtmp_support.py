@@ -1,8 +1,10 @@
-"""Helpers shared by the RTMP server tests that drive an ``_RtmpPeer`` without a socket."""
+"""Helpers shared by the RTMP server tests: a fake transport to drive an ``_RtmpPeer`` without a socket,
+and our own RTMP client over real sockets."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from iotvideo.media.rtmp import Connected, RtmpClientConnection, StreamCreated, StreamStatus
@@ -65,3 +67,58 @@ async def publish_on(peer: Any, transport: FakeTransport, client: RtmpClientConn
             elif isinstance(ev, StreamStatus) and ev.code == "NetStream.Publish.Start":
                 return ev.stream_id
     raise AssertionError("publish did not complete")
+
+
+class RtmpPeer:
+    """Our own RTMP client over asyncio streams to a real server (for crafted publishers and light players)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: RtmpClientConnection) -> None:
+        self.reader, self.writer, self.conn = reader, writer, conn
+        self.backlog: deque[Any] = deque()
+
+    @classmethod
+    async def open(cls, port: int) -> RtmpPeer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        peer = cls(reader, writer, RtmpClientConnection("live", f"rtmp://127.0.0.1:{port}/live"))
+        await peer.until(Connected)
+        return peer
+
+    async def flush(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+
+    async def next_event(self) -> Any:
+        while not self.backlog:
+            await self.flush()
+            data = await self.reader.read(65536)
+            self.backlog.extend(self.conn.receive_data(data))
+            if not data and not self.backlog:
+                raise ConnectionError("closed by the server")
+        return self.backlog.popleft()
+
+    async def until(self, kind: type, timeout: float = 10) -> Any:
+        """The next event of type ``kind`` (those before it are dropped, those after it kept)."""
+        async with asyncio.timeout(timeout):
+            while not isinstance(ev := await self.next_event(), kind):
+                pass
+            return ev
+
+    async def stream(self, action: str, name: str) -> tuple[int, StreamStatus]:
+        self.conn.create_stream()
+        sid = (await self.until(StreamCreated)).stream_id
+        getattr(self.conn, action)(sid, name)
+        return sid, await self.until(StreamStatus)
+
+    async def closed_by_server(self, timeout: float = 5) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.reader.read(65536):
+                    pass
+            return True
+        except ConnectionError:  # reset: closed too
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.writer.close()

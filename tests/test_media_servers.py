@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,12 @@ from iotvideo.media.rtmp import (
     Connected,
     MediaData,
     RtmpClientConnection,
-    StreamCreated,
     StreamStatus,
 )
 from iotvideo.media.tokens import TokenSigner
 
 from conftest import free_port, start_server, stop_server
+from rtmp_support import RtmpPeer
 from test_fmp4_hls import encode_video
 
 av = pytest.importorskip("av")
@@ -198,61 +197,6 @@ def pyav_publish(url: str, codec: str, seconds: float) -> None:
     proc = subprocess.run([sys.executable, "-c", PYAV_PUBLISHER, url, codec, str(seconds)],
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-
-
-class RtmpPeer:
-    """Our own RTMP client over asyncio streams (for crafted publishers and light players)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: RtmpClientConnection) -> None:
-        self.reader, self.writer, self.conn = reader, writer, conn
-        self.backlog: deque[Any] = deque()
-
-    @classmethod
-    async def open(cls, port: int) -> RtmpPeer:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        peer = cls(reader, writer, RtmpClientConnection("live", f"rtmp://127.0.0.1:{port}/live"))
-        await peer.until(Connected)
-        return peer
-
-    async def flush(self) -> None:
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-
-    async def next_event(self) -> Any:
-        while not self.backlog:
-            await self.flush()
-            data = await self.reader.read(65536)
-            self.backlog.extend(self.conn.receive_data(data))
-            if not data and not self.backlog:
-                raise ConnectionError("closed by the server")
-        return self.backlog.popleft()
-
-    async def until(self, kind: type, timeout: float = 10) -> Any:
-        """The next event of type ``kind`` (those before it are dropped, those after it kept)."""
-        async with asyncio.timeout(timeout):
-            while not isinstance(ev := await self.next_event(), kind):
-                pass
-            return ev
-
-    async def stream(self, action: str, name: str) -> tuple[int, StreamStatus]:
-        self.conn.create_stream()
-        sid = (await self.until(StreamCreated)).stream_id
-        getattr(self.conn, action)(sid, name)
-        return sid, await self.until(StreamStatus)
-
-    async def closed_by_server(self, timeout: float = 5) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                while await self.reader.read(65536):
-                    pass
-            return True
-        except ConnectionError:  # reset: closed too
-            return True
-        except TimeoutError:
-            return False
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 async def push_frames(peer: RtmpPeer, sid: int, frames: list[MediaFrame], *, hevc_legacy: bool = False,

@@ -25,9 +25,11 @@ import pytest
 from iotvideo.media import accel
 from iotvideo.media.auth import StaticAuthorizer
 from iotvideo.media.hub import FrameMemo, HubRegistry
-from iotvideo.media.rtmp import Connected, MediaData, RtmpClientConnection, StreamCreated, StreamStatus
+from iotvideo.media.rtmp import MediaData
 from iotvideo.media.rtmp.messages import WindowAckSize
 from iotvideo.media.rtmp_server import RtmpServer, _message
+
+from rtmp_support import RtmpPeer
 
 pytestmark = pytest.mark.skipif(accel.LanePoll is None, reason="no LanePoll (not built, or not Linux)")
 
@@ -418,46 +420,6 @@ def test_the_event_loop_calls_run_when_a_lane_is_readable(loop_kind: str) -> Non
 # --- in the server ------------------------------------------------------------------------------
 
 
-class Client:
-    """An RTMP client over asyncio streams (our sans-IO client connection)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: RtmpClientConnection) -> None:
-        self.reader, self.writer, self.conn = reader, writer, conn
-        self.backlog: list[Any] = []
-
-    @classmethod
-    async def open(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer, RtmpClientConnection("live", f"rtmp://127.0.0.1:{port}/live"))
-        await client.until(Connected)
-        return client
-
-    async def flush(self) -> None:
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-
-    async def next_event(self) -> Any:
-        while not self.backlog:
-            await self.flush()
-            data = await self.reader.read(65536)
-            if not data:
-                raise ConnectionError("closed by the server")
-            self.backlog.extend(self.conn.receive_data(data))
-        return self.backlog.pop(0)
-
-    async def until(self, kind: type) -> Any:
-        async with asyncio.timeout(10):
-            while not isinstance(ev := await self.next_event(), kind):
-                pass
-            return ev
-
-    async def stream(self, action: str, name: str) -> tuple[int, StreamStatus]:
-        self.conn.create_stream()
-        sid = (await self.until(StreamCreated)).stream_id
-        getattr(self.conn, action)(sid, name)
-        return sid, await self.until(StreamStatus)
-
-
 def _server_loop() -> asyncio.AbstractEventLoop:
     try:  # what ``iotvideo serve`` runs on
         import uvloop
@@ -474,7 +436,7 @@ def test_a_publisher_in_a_real_server_is_read_through_the_poll_acknowledged_play
         poll = server._poll
         try:
             assert poll is not None and len(poll) == 0
-            pub = await Client.open(port)
+            pub = await RtmpPeer.open(port)
             sid, status = await pub.stream("publish", "cam")
             assert status.code == "NetStream.Publish.Start"
             pub.conn._send_control(WindowAckSize(20_000))  # acknowledge every 20 kB
@@ -490,7 +452,7 @@ def test_a_publisher_in_a_real_server_is_read_through_the_poll_acknowledged_play
             fd = peer._lane_fd
             assert fd >= 0 and peer._lane_poll is poll and poll.watches(fd) and len(poll) == 1
             ino = os.fstat(fd).st_ino
-            player = await Client.open(port)
+            player = await RtmpPeer.open(port)
             psid, pstatus = await player.stream("play", "cam")
             assert pstatus.code in ("NetStream.Play.Reset", "NetStream.Play.Start")
             reads = poll.reads
@@ -541,7 +503,7 @@ def test_a_lane_failing_in_the_servers_poll_closes_its_connection_as_an_internal
         try:
             pubs = []
             for name in ("cam", "cam2"):
-                pub = await Client.open(port)
+                pub = await RtmpPeer.open(port)
                 sid, status = await pub.stream("publish", name)
                 assert status.code == "NetStream.Publish.Start"
                 pub.conn.send_video(sid, 0, b"\x17\x00\x00\x00\x00" + AVC_CONFIG)

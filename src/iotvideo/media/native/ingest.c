@@ -902,17 +902,6 @@ static PyObject *video_frame(const uint8_t *p, Py_ssize_t n, PyObject **own, PyO
                  canonical && same && frame_type == (keyframe ? FRAME_KEY : FRAME_INTER));
 }
 
-static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (resolve() < 0) return NULL;
-    long long ts;
-    if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
-        return fallback(py_parse_video_tag, args, nargs, kwnames);
-    bool as_built;
-    PyObject *frame = video_frame((const uint8_t *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), NULL, args[1],
-                                  ts, &as_built);
-    return result(frame, as_built);
-}
-
 static const long aac_rates[13] = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350};
 static const long aac_channels[16] = {0, 1, 2, 3, 4, 5, 6, 8, 0, 0, 0, 7, 8, 24, 8, 0};
 static const long g711_rates[4] = {8000, 11025, 22050, 44100};
@@ -983,15 +972,25 @@ static PyObject *audio_frame(const uint8_t *p, Py_ssize_t n, PyObject **own, PyO
     return NULL;
 }
 
-static PyObject *parse_audio_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+/* parse_video_tag / parse_audio_tag(payload, timestamp): flvtags' (what it does not take itself too). */
+static PyObject *parse_tag(bool video, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (resolve() < 0) return NULL;
     long long ts;
     if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
-        return fallback(py_parse_audio_tag, args, nargs, kwnames);
+        return fallback(video ? py_parse_video_tag : py_parse_audio_tag, args, nargs, kwnames);
     bool as_built;
-    PyObject *frame = audio_frame((const uint8_t *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), NULL, args[1],
-                                  ts, &as_built);
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    PyObject *frame = video ? video_frame(p, n, NULL, args[1], ts, &as_built) : audio_frame(p, n, NULL, args[1], ts, &as_built);
     return result(frame, as_built);
+}
+
+static PyObject *parse_video_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return parse_tag(true, args, nargs, kwnames);
+}
+
+static PyObject *parse_audio_tag(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return parse_tag(false, args, nargs, kwnames);
 }
 
 /* ---- for the other parts (native.h) ---------------------------------------------------------- */
