@@ -7,7 +7,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from iotvideo.media.rtmp import Connected, RtmpClientConnection, StreamCreated, StreamStatus
+from iotvideo.media.rtmp import Connected, MediaData, RtmpClientConnection, StreamCreated, StreamStatus
 
 
 class FakeTransport:
@@ -119,6 +119,22 @@ class RtmpPeer:
             return True
         except TimeoutError:
             return False
+
+    async def video_frames(self, n: int, timeout: float = 10) -> None:
+        """Until ``n`` video messages came (a player's)."""
+        got = 0
+        async with asyncio.timeout(timeout):
+            while got < n:
+                ev = await self.next_event()
+                got += isinstance(ev, MediaData) and ev.kind == "video"
+
+    async def acknowledged(self, nbytes: int, timeout: float = 5) -> None:
+        """Until the server acknowledged ``nbytes`` of what this publisher sent."""
+        async with asyncio.timeout(timeout):
+            while self.conn.peer_acknowledged < nbytes:
+                data = await self.reader.read(65536)
+                assert data, "closed by the server"
+                self.conn.receive_data(data)
 
     def close(self) -> None:
         self.writer.close()
