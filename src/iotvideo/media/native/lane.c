@@ -414,7 +414,8 @@ typedef struct {
     PyObject *put;      /* memo.put */
     PyObject *slow;     /* slow(stream_id, frame, msg | None): a frame the core did not take */
     PyObject *fallback; /* fallback(stream_id, is_video, timestamp, payload): a tag that did not parse */
-    PyObject *video[2], *audio[2]; /* (csid, type id) of the messages players get */
+    long csid[2];       /* the chunk stream ids of the messages players get: [0] audio, [1] video */
+    PyObject *type[2];  /* and their type ids (what was given) */
     LaneStream *streams;
     Py_ssize_t n, cap;
     long long frames_in;
@@ -431,8 +432,9 @@ static PyTypeObject PublishLaneType;
 
 static int PublishLane_init(PublishLaneObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"reader", "memo", "slow", "fallback", "video", "audio", NULL};
-    PyObject *reader, *memo, *slow, *fallback, *vcsid, *vtype, *acsid, *atype;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(OO)(OO):PublishLane", kwlist, &reader, &memo, &slow, &fallback,
+    PyObject *reader, *memo, *slow, *fallback, *vtype, *atype;
+    long vcsid, acsid;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO(lO)(lO):PublishLane", kwlist, &reader, &memo, &slow, &fallback,
                                      &vcsid, &vtype, &acsid, &atype))
         return -1;
     if (!native_is_chunk_reader(reader)) {
@@ -447,10 +449,10 @@ static int PublishLane_init(PublishLaneObject *self, PyObject *args, PyObject *k
     Py_XSETREF(self->memo, Py_NewRef(memo));
     Py_XSETREF(self->slow, Py_NewRef(slow));
     Py_XSETREF(self->fallback, Py_NewRef(fallback));
-    Py_XSETREF(self->video[0], Py_NewRef(vcsid));
-    Py_XSETREF(self->video[1], Py_NewRef(vtype));
-    Py_XSETREF(self->audio[0], Py_NewRef(acsid));
-    Py_XSETREF(self->audio[1], Py_NewRef(atype));
+    self->csid[1] = vcsid;
+    self->csid[0] = acsid;
+    Py_XSETREF(self->type[1], Py_NewRef(vtype));
+    Py_XSETREF(self->type[0], Py_NewRef(atype));
     return 0;
 }
 
@@ -487,10 +489,8 @@ static int PublishLane_clear(PublishLaneObject *self) {
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->wake);
     Py_CLEAR(self->protocol);
-    for (int k = 0; k < 2; k++) {
-        Py_CLEAR(self->video[k]);
-        Py_CLEAR(self->audio[k]);
-    }
+    Py_CLEAR(self->type[0]);
+    Py_CLEAR(self->type[1]);
     return 0;
 }
 
@@ -585,9 +585,7 @@ static int lane_media(PublishLaneObject *self, long long sid, PyObject *publishe
         if (data == NULL) goto done;
         Py_ssize_t head_len = PyBytes_Check(data) ? n - PyBytes_GET_SIZE(data) : -1;
         if (head_len >= 0 && head_len <= NATIVE_MAX_HEAD) {
-            PyObject **m = video ? self->video : self->audio;
-            long csid = PyLong_AsLong(m[0]);
-            if (!(csid == -1 && PyErr_Occurred())) msg = native_shared_message_split(csid, m[1], head, (int)head_len, data);
+            msg = native_shared_message_split(self->csid[video], self->type[video], head, (int)head_len, data);
         }
         Py_DECREF(data);
         if (msg == NULL && PyErr_Occurred()) goto done;
