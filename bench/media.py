@@ -12,18 +12,22 @@
    moving one next to the other does not move the figures (``--no-pin``: no such placement);
 4. runs the same phases against both, with a light load generator in this one process (asyncio,
    our sans-IO ``RtmpClientConnection``): publishers replay the pre-parsed frames in real time,
-   players read and discard, counting bytes and frames. The cpu/stream phase runs FIRST, in
-   ``--rounds`` rounds (default 3, ``--quick`` 1) that alternate the servers (nginx-rtmp round 1,
-   iotvideo round 1, nginx-rtmp round 2, ...), so that a drift of the machine hits both alike;
-   then the other phases run once per server, nginx-rtmp's then iotvideo's, in the order below:
+   players read and discard, counting bytes and frames. The cpu/stream phase runs FIRST and the
+   players/core phase second, each in ``--rounds`` rounds (default 3, ``--quick`` 1) that alternate
+   the servers (nginx-rtmp round 1, iotvideo round 1, nginx-rtmp round 2, ...), so that a drift of
+   the machine hits both alike; then the other phases run once per server, nginx-rtmp's then
+   iotvideo's, in the order below:
 
    * **cpu/stream**: N publishers × 2 Mbit/s (default 200, ``--quick`` 50), one RTMP player each,
      a fresh set each round; server CPU (from /proc/PID/stat, user and system apart, nginx master +
      workers) per stream. The figure is the median of the rounds (each round's figures are kept,
      and the table shows min–max);
-   * **players/core**: one 600 kbit/s stream, players ramped (50, 100, 200, 400); server CPU per
-     player, players per core, and players that fell behind (< 90 % of the frames sent); the same
-     with HTTP-FLV players (iotvideo only: stock nginx-rtmp has no HTTP-FLV);
+   * **players/core**: one 600 kbit/s stream, the publisher alone and then players ramped (50,
+     100, 200, 400), each reading over the same window; CPU per player is the slope of the
+     least-squares line of server CPU over players through all rounds' readings (steps where a
+     player fell behind, < 90 % of the frames sent, are left out: the server is saturated there),
+     players per core is 100 / that slope; the same with HTTP-FLV players (iotvideo only: stock
+     nginx-rtmp has no HTTP-FLV);
    * **time to first frame, stream already live**: connect → first video key frame (the first
      decodable frame), RTMP (both) and HTTP-FLV (iotvideo; stock nginx-rtmp has no HTTP-FLV), n=20;
    * **glass-to-glass (network path)**: the publisher appends an SEI NAL carrying its send time
@@ -705,14 +709,16 @@ async def streams_rounds(servers: list[Server], clip: Clip, args: argparse.Names
 
 
 async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: float,
-                        kind: str = "rtmp") -> list[dict[str, Any]]:
+                        kind: str = "rtmp") -> dict[str, Any]:
+    """One round: the publisher alone, then players ramped through ``steps``; every reading over the
+    same window. Stops early once more than half the players fall behind."""
     pacer = Pacer()
     players: list[Player] = []
-    out = []
+    rows = []
     try:
         await publish(pacer, srv, 1, clip)
-        await asyncio.sleep(1.5)
-        idle = await measure(srv, [], 2.0)
+        await asyncio.sleep(2)
+        idle = await measure(srv, [], seconds)
         for n in steps:
             while len(players) < n:
                 players.append(play(srv, 1, kind))
@@ -720,21 +726,76 @@ async def phase_players(srv: Server, clip: Clip, steps: list[int], seconds: floa
                     await asyncio.sleep(0.02)
             await asyncio.sleep(2)
             m = await measure(srv, players, seconds)
-            per_player = max(0.0, m["server_cpu_pct"] - idle["server_cpu_pct"]) / n
-            m.update(players=n, cpu_pct_per_player=round(per_player, 3),
-                     players_per_core=round(100 / per_player) if per_player > 0 else None,
-                     publisher_only_cpu_pct=idle["server_cpu_pct"])
-            out.append(m)
+            m["players"] = n
+            rows.append(m)
             say(f"    {srv.name}: {n} {kind} players: server {m['server_cpu_pct']} % core, behind {m['players_behind']}, "
                 f"loadgen {m['loadgen_cpu_pct']} %")
             if m["players_behind"] > n // 2:
                 break
-        return out
+        return {"publisher_only_cpu_pct": idle["server_cpu_pct"], "steps": rows}
     finally:
         for p in players:
             p.close()
         pacer.close()
         await asyncio.sleep(1)
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """The least-squares slope of y over x."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+def fit_players(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The players phase over its rounds. CPU per player is the slope of the least-squares line of
+    server CPU over players through every round's readings: the publisher alone (0 players) and each
+    step at which no player fell behind and none failed (past that the server is saturated and CPU
+    no longer grows with players). Also each round's own slope, and each step's median over rounds."""
+    def ok(s: dict[str, Any]) -> bool:
+        return s["players_behind"] == 0 and s["errors"] == 0
+
+    def points(r: dict[str, Any]) -> list[tuple[float, float]]:
+        return [(0, r["publisher_only_cpu_pct"])] + [(s["players"], s["server_cpu_pct"]) for s in r["steps"] if ok(s)]
+
+    per_player = slope([p for r in rounds for p in points(r)])
+    per_round = [s for s in (slope(points(r)) for r in rounds) if s is not None]
+    steps = []
+    for n in sorted({s["players"] for r in rounds for s in r["steps"]}):
+        at = [s for r in rounds for s in r["steps"] if s["players"] == n]
+        steps.append({"players": n, "rounds": len(at),
+                      "server_cpu_pct": round(statistics.median(s["server_cpu_pct"] for s in at), 1),
+                      "players_behind": max(s["players_behind"] for s in at),
+                      "errors": max(s["errors"] for s in at)})
+    clean = [s["players"] for s in steps if s["rounds"] == len(rounds) and ok(s)]
+
+    def per_core(pp: float | None) -> int | None:
+        return round(100 / pp) if pp and pp > 0 else None
+
+    return {"cpu_pct_per_player": round(per_player, 4) if per_player is not None else None,
+            "players_per_core": per_core(per_player),
+            "players_per_core_rounds": [per_core(s) for s in per_round],
+            "publisher_only_cpu_pct": round(statistics.median(r["publisher_only_cpu_pct"] for r in rounds), 1),
+            "max_players_ok": max(clean) if clean else 0, "steps": steps, "rounds": rounds}
+
+
+async def players_rounds(servers: list[Server], clip: Clip, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The players phase ``args.rounds`` times per server and kind, alternating round by round as
+    the streams phase does: RTMP players on each server, then HTTP-FLV players where the server has
+    HTTP-FLV. Keys: ``players`` and ``players_flv`` per server name."""
+    rounds: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in range(args.rounds):
+        for srv in servers:
+            for kind in ["rtmp"] + (["flv"] if srv.flv_path else []):
+                say(f"  {srv.name}: {kind} players of one 600 kbit/s stream, round {r + 1}/{args.rounds}")
+                rounds.setdefault((srv.name, kind), []).append(
+                    await phase_players(srv, clip, args.steps, args.seconds, kind))
+    out: dict[str, dict[str, Any]] = {s.name: {} for s in servers}
+    for (name, kind), rs in rounds.items():
+        out[name]["players" if kind == "rtmp" else "players_flv"] = fit_players(rs)
+    return out
 
 
 async def phase_first_frame(srv: Server, clip: Clip, kind: str, n: int) -> dict[str, Any]:
@@ -785,11 +846,6 @@ async def run_server(srv: Server, clips: dict[str, Clip], args: argparse.Namespa
     res["first_frame"] = {k: await phase_first_frame(srv, clips["600k"], k, 20) for k in kinds}
     say(f"  {srv.name}: glass-to-glass (network path)")
     res["g2g"] = await phase_g2g(srv, clips["600k"], kinds + (["hls"] if srv.hls_path else []), 6 if args.quick else 10)
-    say(f"  {srv.name}: players of one 600 kbit/s stream")
-    res["players"] = await phase_players(srv, clips["600k"], args.steps, args.seconds)
-    if srv.flv_path:  # stock nginx-rtmp has no HTTP-FLV
-        say(f"  {srv.name}: HTTP-FLV players of one 600 kbit/s stream")
-        res["players_flv"] = await phase_players(srv, clips["600k"], args.steps, args.seconds, kind="flv")
     return res
 
 
@@ -845,30 +901,21 @@ def implementation() -> str:
     return accel.describe()
 
 
-def best_players(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in rows if r["players_behind"] == 0 and r["errors"] == 0]
-    top = (ok or rows)[-1] if rows else {}
-    ppc = [r["players_per_core"] for r in rows if r.get("players_per_core")]
-    return {"max_players_ok": top.get("players") if ok else 0,
-            "players_per_core": round(statistics.median(ppc)) if ppc else None,
-            "cpu_pct_per_player": top.get("cpu_pct_per_player")}
-
-
 def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"bench": "media", "quick": args.quick, "streams": args.streams, "rounds": args.rounds,
                            "iotvideo_implementation": implementation(), "pinned": getattr(args, "pinned", None)}
     for name, r in results.items():
         key = "iotvideo" if name == "iotvideo" else "nginx_rtmp"
         s = r["streams"]
-        bp = best_players(r["players"])
         out[key] = {
             "cpu_pct_per_stream": s["cpu_pct_per_stream"], "server_cpu_pct": s["server_cpu_pct"],
             "cpu_pct_per_stream_rounds": s["cpu_pct_per_stream_rounds"],
             "server_user_pct": s["server_user_pct"], "server_sys_pct": s["server_sys_pct"],
             "streams_players_behind": s["players_behind"],
-            "players_per_core": bp["players_per_core"], "max_players_ok": bp["max_players_ok"],
-            "cpu_pct_per_player": bp["cpu_pct_per_player"],
-            "flv_players_per_core": best_players(r["players_flv"])["players_per_core"] if r.get("players_flv") else None,
+            "players_per_core": r["players"]["players_per_core"], "max_players_ok": r["players"]["max_players_ok"],
+            "players_per_core_rounds": r["players"]["players_per_core_rounds"],
+            "cpu_pct_per_player": r["players"]["cpu_pct_per_player"],
+            "flv_players_per_core": r["players_flv"]["players_per_core"] if r.get("players_flv") else None,
             "ttff_live_ms": {k: v["p50_ms"] for k, v in r["first_frame"].items()},
             "ttff_live_p95_ms": {k: v["p95_ms"] for k, v in r["first_frame"].items()},
             "g2g_ms": {k: v["p50_ms"] for k, v in r["g2g"].items()},
@@ -909,14 +956,21 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         lambda r: f"{r['streams']['players_behind']} / {r['streams']['errors']}")
     row("  received by the players, Mbit/s", lambda r: r["streams"]["rx_mbit_s"])
     row("  load generator CPU, % of one core", lambda r: r["streams"]["loadgen_cpu_pct"])
+    def per_core(p: dict[str, Any]) -> str:
+        each = [x for x in p["players_per_core_rounds"] if x]
+        spread = f" (rounds {min(each)}–{max(each)})" if len(each) > 1 else ""
+        return f"{p['players_per_core']}{spread}"
+
+    row("one 600 kbit/s stream, publisher alone: CPU %", lambda r: r["players"]["publisher_only_cpu_pct"])
     for i in range(5):
-        row(f"one 600 kbit/s stream, players step {i + 1}",
-            lambda r, i=i: f"{r['players'][i]['players']}: CPU {r['players'][i]['server_cpu_pct']} %, "
-                           f"{r['players'][i]['cpu_pct_per_player']} %/player, behind {r['players'][i]['players_behind']}")
-    row("players per core (from CPU per player)", lambda r: best_players(r["players"])["players_per_core"])
-    row("HTTP-FLV players per core (same steps)",
-        lambda r: f"{best_players(r['players_flv'])['players_per_core']} "
-                  f"(at {r['players_flv'][-1]['players']}: behind {r['players_flv'][-1]['players_behind']})")
+        row(f"  players step {i + 1}: CPU % (median), behind (worst)",
+            lambda r, i=i: f"{r['players']['steps'][i]['players']}: CPU {r['players']['steps'][i]['server_cpu_pct']} %, "
+                           f"behind {r['players']['steps'][i]['players_behind']}")
+    row("  CPU per player, % of one core (slope)", lambda r: r["players"]["cpu_pct_per_player"])
+    row("  players per core (100 / slope)", lambda r: per_core(r["players"]))
+    row("HTTP-FLV players per core (100 / slope)",
+        lambda r: f"{per_core(r['players_flv'])} (at {r['players_flv']['steps'][-1]['players']}: "
+                  f"behind {r['players_flv']['steps'][-1]['players_behind']})")
     for k in ("rtmp", "flv"):
         row(f"time to first key frame, live, {k}: p50 / p95 ms",
             lambda r, k=k: f"{r['first_frame'][k]['p50_ms']} / {r['first_frame'][k]['p95_ms']}")
@@ -949,7 +1003,7 @@ def goals(summary: dict[str, Any]) -> str:
         parts.append(f"CPU per stream ≤ nginx-rtmp: {ok(iv['cpu_pct_per_stream'] <= ng['cpu_pct_per_stream'])} "
                      f"({iv['cpu_pct_per_stream'] / ng['cpu_pct_per_stream']:.1f}× nginx-rtmp's)")
         parts.append(f"players per core ≥ nginx-rtmp: {ok((iv['players_per_core'] or 0) >= (ng['players_per_core'] or 0))} "
-                     f"({iv['players_per_core']} vs {ng['players_per_core']}, extrapolated from CPU per player; "
+                     f"({iv['players_per_core']} vs {ng['players_per_core']}, from the slope of CPU over players; "
                      f"both served {iv['max_players_ok']} / {ng['max_players_ok']} players with none behind)")
     return "* **Goals**: " + "; ".join(parts) + "."
 
@@ -990,8 +1044,14 @@ core.
 
 {tbl}
 
-* **CPU per stream** ran first, {rounds_text}; the other phases then ran once per
-  server, one server after the other.
+* **CPU per stream** ran first, {rounds_text}.
+* **Players per core** ran second, in as many rounds, alternating the same way (HTTP-FLV players
+  after RTMP players in each of iotvideo's rounds). A round reads the server's CPU with the
+  publisher alone, then at each step of players, every reading over the same window. CPU per
+  player is the slope of the least-squares line of CPU over players through all rounds' readings
+  (steps where a player fell behind are left out: the server is saturated there); players per core
+  is 100 / slope, and each round's own slope gives the spread. The steps' rows are medians over the
+  rounds. The other phases then ran once per server, one server after the other.
 * **Time to first frame** is connect → first video *key* frame (the first decodable one) on a
   stream already live. iotvideo keeps the latest GOP and starts a player on it at once;
   nginx-rtmp (default `wait_key off`, no GOP cache) sends the next frame, and a decoder must
@@ -1035,10 +1095,12 @@ Final JSON line:
 async def amain(args: argparse.Namespace, servers: list[Server], clips: dict[str, Clip]) -> dict[str, Any]:
     say(f"== CPU per stream: {args.rounds} round(s), alternating {' / '.join(s.name for s in servers)}")
     streams = await streams_rounds(servers, clips["2m"], args)
+    say(f"== players of one stream: {args.rounds} round(s), alternating {' / '.join(s.name for s in servers)}")
+    players = await players_rounds(servers, clips["600k"], args)
     results = {}
     for srv in servers:
         say(f"== {srv.name}")
-        results[srv.name] = {"streams": streams[srv.name], **await run_server(srv, clips, args)}
+        results[srv.name] = {"streams": streams[srv.name], **players[srv.name], **await run_server(srv, clips, args)}
     return results
 
 

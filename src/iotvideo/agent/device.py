@@ -329,6 +329,13 @@ class CameraAgent:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.link.close()
+            # a downlink that arrived while the link closed may have spawned a handler (a push
+            # starting): none outlives the agent
+            while self._tasks:
+                late = list(self._tasks)
+                for t in late:
+                    t.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
             try:
                 await self.media.close()
             except Exception:
@@ -589,6 +596,9 @@ class CameraAgent:
             self._posts.popitem(last=False)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._stopping:
+            coro.close()  # a stopping agent takes on no more work
+            return
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -251,7 +251,7 @@ class RtmpPusher:
             reason = self._failure(exc)
             await self._close_all(reason)
             raise PushError(reason) from None
-        except BaseException:
+        except asyncio.CancelledError:
             source_task.cancel()
             await self._close_all("cancelled")
             raise
