@@ -40,21 +40,21 @@ def avc_tag(key: bool, n: int) -> bytes:
 
 
 class End:
-    """One lane on one end of a socketpair: the lane reads a descriptor of its own (``os.dup``, as
-    the server's), the test writes to ``other``. ``woken`` is what the lane's ``wake`` was given."""
+    """One lane on one end of a socketpair: the lane reads a descriptor of its own (``set_fd``
+    duplicates the socket's, as the server's lanes do; ``fd``), the test writes to ``other``. ``woken`` is what the lane's ``wake`` was given."""
 
     def __init__(self, name: str, wake: Callable[[End, Any, Any], None] | None = None) -> None:
         self.name = name
         self.sock, self.other = socket.socketpair()
         self.sock.setblocking(False)
-        self.fd = os.dup(self.sock.fileno())
         self.writer = accel.ChunkWriter()
         self.woken: list[tuple[Any, Any]] = []
         self._on_wake = wake
         memo: FrameMemo[Any] = FrameMemo(_message)
         self.lane = accel.PublishLane(accel.ChunkReader(), memo, self._never, self._never, (6, 9), (4, 8))
         self.lane.arm(0, self._wake, self)  # window 0: every read wakes
-        self.lane.set_fd(self.fd)
+        self.fd = self.lane.set_fd(self.sock.fileno())
+        assert self.fd >= 0 and self.fd != self.sock.fileno()
 
     @staticmethod
     def _never(*args: Any) -> None:
@@ -73,8 +73,7 @@ class End:
 
     def close_fd(self) -> None:
         if self.fd >= 0:
-            self.lane.set_fd(-1)
-            os.close(self.fd)
+            self.lane.set_fd(-1)  # (the lane closes its descriptor)
             self.fd = -1
 
     def close(self) -> None:
@@ -142,6 +141,19 @@ def test_several_lanes_on_one_poll_each_read_when_readable() -> None:
     poll.close()
 
 
+def lowest_free_is(number: int) -> list[int]:
+    """Descriptors opened on /dev/null to fill every free number below ``number`` (free itself), so
+    that the next one made gets ``number``; the caller closes them."""
+    fillers = []
+    while True:
+        f = os.open(os.devnull, os.O_RDONLY)
+        if f >= number:
+            os.close(f)
+            assert f == number, (f, number)
+            return fillers
+        fillers.append(f)
+
+
 def test_add_discard_and_close_rules() -> None:
     with pytest.raises(TypeError):
         accel.LanePoll(42)
@@ -151,14 +163,14 @@ def test_add_discard_and_close_rules() -> None:
         with pytest.raises(ValueError):
             poll.add(-1, a.lane)
         poll.add(a.fd, a.lane)
-        b.lane.set_fd(a.fd)
+        b.fd = b.lane.set_fd(a.sock.fileno())  # b reads a's socket
         poll.add(a.fd, b.lane)  # a second add for the same descriptor replaces the lane
         assert len(poll) == 1
         a.send(1)
         wait_readable(poll)
         poll.run()
         assert a.woken == [] and len(b.woken) == 1
-        b.lane.set_fd(b.fd)
+        b.fd = b.lane.set_fd(b.sock.fileno())
         poll.discard(a.fd)
         poll.discard(a.fd)  # not there: nothing
         poll.discard(12345)
@@ -236,10 +248,11 @@ def test_an_fd_number_closed_and_reused_during_run_is_not_taken_for_the_old_one(
         poll.discard(number)
         other.close_fd()
         new.send(1)
-        os.dup2(new.fd, number)  # the new lane's descriptor gets the old number
-        os.close(new.fd)
-        new.fd = number
-        new.lane.set_fd(number)
+        fillers = lowest_free_is(number)
+        new.fd = new.lane.set_fd(new.sock.fileno())  # the new lane's descriptor gets the old number
+        for f in fillers:
+            os.close(f)
+        assert new.fd == number
         poll.add(number, new.lane)
 
     with ends("a", "b", wake=wake) as (a, b):
@@ -538,3 +551,30 @@ def test_a_lane_failing_in_the_servers_poll_closes_its_connection_as_an_internal
     finally:
         loop.close()
     assert any("failed reading" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_lane_owns_the_descriptor_it_reads() -> None:
+    """``set_fd`` gives the lane a duplicate of its own (returned), which the next ``set_fd`` and
+    the lane's end close; the socket's own descriptor is never closed by it."""
+    sock, other = socket.socketpair()
+    try:
+        lane = accel.PublishLane(accel.ChunkReader(), FrameMemo(_message), End._never, End._never, (6, 9), (4, 8))
+        assert lane.set_fd(-1) == -1
+        first = lane.set_fd(sock.fileno())
+        assert first >= 0 and first != sock.fileno()
+        assert os.fstat(first).st_ino == os.fstat(sock.fileno()).st_ino
+        again = lane.set_fd(sock.fileno())  # (made before the first one is closed: another number)
+        assert again >= 0 and again != first
+        with pytest.raises(OSError):
+            os.fstat(first)
+        assert lane.set_fd(-1) == -1
+        with pytest.raises(OSError):
+            os.fstat(again)
+        last = lane.set_fd(sock.fileno())
+        del lane  # its end closes it
+        with pytest.raises(OSError):
+            os.fstat(last)
+        os.fstat(sock.fileno())  # the socket's own is untouched
+    finally:
+        sock.close()
+        other.close()

@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -113,17 +112,6 @@ def _message(frame: MediaFrame) -> SharedMessage | None:
         return None
 
 
-def _dup_fd(transport: asyncio.BaseTransport) -> int:
-    """A descriptor of the transport's socket of our own (``os.dup``), or -1 (no plain socket)."""
-    fd = plain_socket_fd(transport)
-    if fd < 0:
-        return -1
-    try:
-        return os.dup(fd)
-    except OSError:
-        return -1
-
-
 def _metadata(stats: HubStats) -> dict[str, Any]:
     """onMetaData for a player, from what the hub knows of the stream."""
     meta: dict[str, Any] = {}
@@ -164,7 +152,7 @@ class _RtmpPeer(asyncio.Protocol):
         # is in the steady state the lane is armed: it reads the socket itself (``_lane_arm``)
         self._lane = self.conn.publish_lane(server.messages, self._frame, self._media)
         self._armed = False
-        self._lane_fd = -1  # the socket descriptor the armed lane reads (its own dup), or -1
+        self._lane_fd = -1  # the armed lane's own descriptor of the socket (it reads and closes it), or -1
         self._lane_poll: Any = None  # the server's ``accel.LanePoll`` that has it (None: a reader of the loop's own)
         self._lane_rx = 0  # the lane's bytes_in when the sweep last looked (``rx_check``)
         self._writable = asyncio.Event()
@@ -242,9 +230,9 @@ class _RtmpPeer(asyncio.Protocol):
     def _lane_arm(self, *, hold: bool = False) -> None:
         """Arm the lane while the connection is in the steady state (publishing; nothing queued,
         awaited or closing), disarm it otherwise. Armed, the lane reads the socket itself: the
-        transport's reading is paused and ``lane.readable`` is called for a descriptor of the
-        socket's own (``os.dup``: no ``bytes`` object and no protocol call per read), by the
-        server's ``LanePoll`` (one loop callback for all ready lanes) or, without one, by the loop
+        transport's reading is paused and ``lane.readable`` is called for the lane's own
+        descriptor of the socket (``set_fd`` duplicates it, ``set_fd(-1)`` closes it; no ``bytes``
+        object and no protocol call per read), by the server's ``LanePoll`` (one loop callback for all ready lanes) or, without one, by the loop
         (a reader per lane). Without a plain socket (TLS, a test's transport) the lane becomes the
         transport's protocol instead (its C ``data_received``; the other callbacks it hands to this
         one). Either way what it cannot handle comes back through ``_lane_wake``. ``hold``: disarm
@@ -260,10 +248,9 @@ class _RtmpPeer(asyncio.Protocol):
             lane.arm(window, self._lane_wake, self)
             if not self._armed:
                 self._armed = True
-                fd = self._lane_fd = _dup_fd(transport)
+                fd = self._lane_fd = lane.set_fd(plain_socket_fd(transport))  # (the lane's own descriptor)
                 if fd >= 0:
                     transport.pause_reading()
-                    lane.set_fd(fd)
                     poll = self.server._poll
                     if poll is not None:
                         poll.add(fd, lane)
@@ -278,11 +265,10 @@ class _RtmpPeer(asyncio.Protocol):
             if fd >= 0:
                 poll, self._lane_poll = self._lane_poll, None
                 if poll is not None:
-                    poll.discard(fd)  # (before the close: the descriptor number may be reused at once)
+                    poll.discard(fd)  # (before the lane closes it: the descriptor number may be reused at once)
                 else:
                     self._loop.remove_reader(fd)
                 lane.set_fd(-1)
-                os.close(fd)
             unsynced = lane.take_unsynced()
             if unsynced and not self.closing:  # (its acknowledgement; with no message left, no event)
                 self.conn.lane_received(unsynced, (), None, self._media)

@@ -662,6 +662,8 @@ typedef struct {
 
 static PyTypeObject RtmpOutType, FlvOutType;
 
+int native_dup_fd(int fd) { return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0); }
+
 static void out_close_fd(RtmpOutObject *self) {
     if (self->own_fd && self->fd >= 0) close(self->fd);
     self->fd = -1;
@@ -681,7 +683,7 @@ static int out_set_transport(RtmpOutObject *self, PyObject *transport, int fd, i
     if ((self->get_write_buffer_size = PyObject_GetAttr(transport, str_get_write_buffer_size)) == NULL) return -1;
     self->transport = Py_NewRef(transport);
     if (own && fd >= 0) {
-        fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1 (out of descriptors, say): no direct sends */
+        fd = native_dup_fd(fd); /* -1 (out of descriptors, say): no direct sends */
         self->own_fd = fd >= 0;
     }
     self->fd = fd;

@@ -11,9 +11,11 @@
 #include "native.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <structmember.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static PyObject *str_offer, *str_append, *str_popleft, *time_monotonic;
 static PyObject *str_eof_received, *str_connection_lost, *str_pause_writing, *str_resume_writing;
@@ -422,7 +424,7 @@ typedef struct {
     /* receiving on its own (data_received): */
     PyObject *wake;              /* wake(rest, error): what it cannot handle; NULL until armed */
     PyObject *protocol;          /* the connection's protocol: the other protocol callbacks go to it */
-    int fd;                      /* a descriptor of the connection's socket readable() reads (-1: none) */
+    int fd;                      /* its own descriptor of the connection's socket, which readable() reads (-1: none) */
     long long window_left;       /* bytes it may read before the owner must see them (acknowledgements) */
     long long unsynced, bytes_in; /* read since the owner last took them (take_unsynced); read in all */
     NativeRecords recs;          /* the reader's audio/video messages of one read */
@@ -494,9 +496,12 @@ static int PublishLane_clear(PublishLaneObject *self) {
     return 0;
 }
 
+static void lane_close_fd(PublishLaneObject *self);
+
 static void PublishLane_dealloc(PublishLaneObject *self) {
     PyObject_GC_UnTrack(self);
     PublishLane_clear(self);
+    lane_close_fd(self);
     PyMem_Free(self->streams);
     native_records_free(&self->recs);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -728,12 +733,20 @@ static PyObject *PublishLane_data_received(PublishLaneObject *self, PyObject *da
 
 #define READ_SIZE (256 * 1024)
 
-/* set_fd(fd): readable() reads this descriptor of the connection's socket (the owner's; -1: none). */
+static void lane_close_fd(PublishLaneObject *self) {
+    if (self->fd >= 0) close(self->fd);
+    self->fd = -1;
+}
+
+/* set_fd(fd) -> int: readable() reads a descriptor of its own for fd's socket (a duplicate, closed by
+ * the next set_fd and when the lane goes), returned, or -1 (fd -1: none; out of descriptors). */
 static PyObject *PublishLane_set_fd(PublishLaneObject *self, PyObject *arg) {
-    int fd = PyLong_AsLong(arg);
+    long fd = PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred()) return NULL;
-    self->fd = fd < 0 ? -1 : fd;
-    Py_RETURN_NONE;
+    int own = fd < 0 || fd > INT_MAX ? -1 : native_dup_fd((int)fd); /* (before the close: fd may be its own) */
+    lane_close_fd(self);
+    self->fd = own;
+    return PyLong_FromLong(own);
 }
 
 /* One read buffer for every lane: they read one after another on the loop's thread, so what the
@@ -866,7 +879,8 @@ static PyMethodDef PublishLane_methods[] = {
      PyDoc_STR("arm(window_left, wake, protocol): the lane may be the connection's asyncio protocol: "
                "wake(rest, error) gets what it leaves; protocol the other callbacks.")},
     {"set_fd", (PyCFunction)PublishLane_set_fd, METH_O,
-     PyDoc_STR("set_fd(fd): readable() reads this descriptor of the connection's socket (-1: none).")},
+     PyDoc_STR("set_fd(fd) -> int: readable() reads a descriptor of its own for fd's socket (a duplicate, "
+               "closed by the next set_fd and when the lane goes), returned; -1: none.")},
     {"readable", (PyCFunction)PublishLane_readable, METH_NOARGS,
      PyDoc_STR("readable(): the loop's reader callback: one recv() into the lane's buffer, then as "
                "data_received; at end of stream or error, wake(None, EOFError or OSError).")},

@@ -55,6 +55,7 @@ void native_lane_prefetch(PyObject *lane, int stage); /* its next read's memory,
 
 /* fanout.c, for the other parts */
 int native_is_fanout(PyObject *obj);
+int native_dup_fd(int fd); /* a descriptor of our own for fd's file (close-on-exec), or -1 */
 unsigned long long native_fanout_version(PyObject *fan);
 PyObject *native_fanout_send(PyObject *fan, PyObject *frame, int64_t dts, int is_config, Py_ssize_t size, PyObject *fn,
                              PyObject *msg); /* Fanout.send; members whose message() is fn get msg */
