@@ -32,6 +32,7 @@ import pytest
 from conftest import OldSdk, ServerInfo
 from iotvideo.agent import MEDIA_SERVICES, CameraAgent, NotSupported, UnsupportedMedia, redact_source
 from iotvideo.devicelink import alink, tsl
+from iotvideo.devicelink.mqtt import Publish
 from iotvideo.devicelink.mqtt.client import MqttConnectError
 
 T = TypeVar("T")
@@ -411,6 +412,60 @@ def test_downlinks_are_answered_never_crash() -> None:
 
     asyncio.run(go())
     assert agent.counters["malformed_downlinks"] >= 6
+
+
+class StalledMedia(PushingMedia):
+    """A backend whose push never finishes starting: it records whether it was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+        self.cancelled = 0
+
+    async def start_push_streaming(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.started += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return {"Code": 0}
+
+
+def test_no_downlink_handler_outlives_the_agent() -> None:
+    """A request in hand when the agent stops, and one that arrives while its link closes, are
+    cancelled and awaited by ``stop``; one that arrives after is not taken on."""
+    media = StalledMedia()
+    agent, sent = offline_agent(media=media)
+    topic = "/sys/a1TestPk001/cam0001/thing/service/StartPushStreaming"
+    payload = orjson.dumps({"id": "1", "params": MEDIA_ARGS["StartPushStreaming"]})
+
+    def downlink() -> None:
+        agent._on_message(Publish(topic=topic, payload=payload))
+
+    async def go() -> None:
+        agent.start()
+        downlink()
+        await asyncio.sleep(0.05)
+        assert media.started == 1
+        close = agent.link.close
+
+        async def close_while_a_request_arrives() -> None:
+            await close()
+            downlink()  # (delivered while the link closes)
+
+        agent.link.close = close_while_a_request_arrives  # type: ignore[method-assign]
+        await agent.stop()
+        assert not agent._tasks
+        assert media.started == media.cancelled
+        downlink()
+        await asyncio.sleep(0.05)
+        assert not agent._tasks and media.started == media.cancelled
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert pending == [], pending
+
+    asyncio.run(go())
+    assert sent == []  # nothing was answered: every request was cancelled
 
 
 def test_default_backend_refuses_every_media_service() -> None:
