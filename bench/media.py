@@ -225,7 +225,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM if self.name == "iotvideo" else signal.SIGQUIT)
+            self.proc.send_signal(signal.SIGQUIT if self.name == "nginx-rtmp" else signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -277,19 +277,21 @@ rtmp {{
     return srv
 
 
-def start_iotvideo(tmp: Path) -> Server:
+def start_iotvideo(tmp: Path, name: str = "iotvideo", extra_env: dict[str, str] | None = None) -> Server:
+    """``iotvideo serve`` on free ports, its data under ``tmp/name``; ``extra_env`` on top of ours
+    (``PYTHONPATH`` of another build, say: bench/media_ab.py)."""
     from iotvideo.config import Settings
     from iotvideo.domain.live import media_token_signer
 
-    data = tmp / "iotvideo"
+    data = tmp / name
     data.mkdir()
     http, rtmp = free_port(), free_port()
     env = {**os.environ, "IOTVIDEO_LOG_LEVEL": "warning", "IOTVIDEO_NATIVE": NATIVE, "IOTVIDEO_MQTT_PORT": str(free_port()),
-           "IOTVIDEO_MQTT_TLS_PORT": str(free_port()), "IOTVIDEO_RTMP_PORT": str(rtmp)}
+           "IOTVIDEO_MQTT_TLS_PORT": str(free_port()), "IOTVIDEO_RTMP_PORT": str(rtmp), **(extra_env or {})}
     exe = Path(sys.executable).with_name("iotvideo")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "iotvideo.cli"]
     cmd += ["serve", "--data-dir", str(data), "--host", "127.0.0.1", "--http-port", str(http), "--rtmp-port", str(rtmp)]
-    log = tmp / "iotvideo.log"
+    log = tmp / f"{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     wait_healthy(proc, http, log)
@@ -297,7 +299,7 @@ def start_iotvideo(tmp: Path) -> Server:
     signer = media_token_signer(Settings(data_dir=data))
     ttl = 3600
     return Server(
-        "iotvideo", proc, rtmp, http,
+        name, proc, rtmp, http,
         lambda i: f"benchcam{i}_0?token={signer.issue('push', f'benchcam{i}/0', ttl)}",
         lambda i: f"benchcam{i}_0?token={signer.issue('play', f'benchcam{i}_0', ttl)}",
         lambda i: f"/live/benchcam{i}_0.flv?token={signer.issue('play', f'benchcam{i}_0', ttl)}",
