@@ -789,35 +789,6 @@ static PyObject *PublishLane_readable(PublishLaneObject *self, PyObject *unused)
     return r;
 }
 
-/* Ask early for the memory a lane's next read touches (``stage`` 0: the lane and its streams; 1:
- * through them, the reader, the hub core and the GOP; 2: the fan-out and the GOP's list): LanePoll
- * calls it for the lanes a few events ahead, while their memory is still out of the cache. */
-void native_lane_prefetch(PyObject *lane, int stage) {
-    if (Py_TYPE(lane) != &PublishLaneType) return;
-    PublishLaneObject *self = (PublishLaneObject *)lane;
-    if (stage == 0) {
-        __builtin_prefetch(self, 0);
-        __builtin_prefetch((char *)self + 64, 0);
-        return;
-    }
-    if (self->n <= 0) return;
-    HubCoreObject *core = self->streams[0].core;
-    if (stage == 1) {
-        __builtin_prefetch(self->streams, 0);
-        __builtin_prefetch(self->reader, 0);
-        __builtin_prefetch(core, 1);
-        __builtin_prefetch((char *)core + 64, 1);
-        __builtin_prefetch((char *)core + 128, 1);
-        return;
-    }
-    if (core->fan != NULL) __builtin_prefetch(core->fan, 1);
-    if (core->gop != NULL && Py_TYPE(core->gop) == &GopType) {
-        PyObject *frames = ((GopObject *)core->gop)->frames;
-        __builtin_prefetch(core->gop, 1);
-        if (frames != NULL) __builtin_prefetch(frames, 1);
-    }
-}
-
 PyObject *native_lane_readable(PyObject *lane) {
     if (Py_TYPE(lane) != &PublishLaneType) return PyObject_CallMethod(lane, "readable", NULL);
     return PublishLane_readable((PublishLaneObject *)lane, NULL);

@@ -51,7 +51,6 @@ int native_is_flv_error(void);                        /* the exception set is fl
 
 /* lane.c, for the other parts */
 PyObject *native_lane_readable(PyObject *lane); /* PublishLane.readable() */
-void native_lane_prefetch(PyObject *lane, int stage); /* its next read's memory, asked for early */
 
 /* fanout.c, for the other parts */
 int native_is_fanout(PyObject *obj);

@@ -189,18 +189,6 @@ static int poll_lane_failed(LanePollObject *self, PyObject *lane) {
 }
 
 /* run(): the loop's reader callback for fileno(): call readable() of every lane whose descriptor is readable. */
-/* The memory of the lane an event ahead is for (see native_lane_prefetch). */
-static inline void poll_prefetch(LanePollObject *self, uint64_t data, int stage) {
-    int fd = (int)(uint32_t)data;
-    if (fd >= self->cap) return;
-    if (stage == 0) {
-        __builtin_prefetch(&self->slots[fd], 0);
-        return;
-    }
-    PyObject *lane = self->slots[fd].lane;
-    if (lane != NULL) native_lane_prefetch(lane, stage - 1);
-}
-
 static PyObject *LanePoll_run(LanePollObject *self, PyObject *unused) {
     struct epoll_event events[POLL_BATCH]; /* (on the stack: a callback may even run() again) */
     PyObject *failure_type = NULL, *failure_value = NULL, *failure_tb = NULL; /* on_error's first failure */
@@ -214,8 +202,6 @@ static PyObject *LanePoll_run(LanePollObject *self, PyObject *unused) {
             goto fail;
         }
         for (int i = 0; i < n; i++) {
-            for (int k = 1; k <= 4 && i + k < n; k++) /* the lanes a few events ahead, stage by stage */
-                poll_prefetch(self, events[i + k].data.u64, 4 - k);
             int fd = (int)(uint32_t)events[i].data.u64;
             uint32_t gen = (uint32_t)(events[i].data.u64 >> 32);
             /* the table is read again for every event: a callback may have discarded, added or closed */
