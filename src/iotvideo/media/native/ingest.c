@@ -1062,11 +1062,6 @@ static PyObject *field_of(PyObject *obj, PyTypeObject *tp, const Py_ssize_t *off
     return PyObject_GetAttrString(obj, names[k]);
 }
 
-PyObject *native_frame_data_peek(PyObject *frame) {
-    if (!resolved || Py_TYPE(frame) != MediaFrame_type || frame_offsets[0] < 0) return NULL;
-    return *(PyObject **)((char *)frame + frame_offsets[FF_DATA]);
-}
-
 PyObject *native_frame_field(PyObject *frame, int k) {
     if (resolve() < 0) return NULL;
     return field_of(frame, MediaFrame_type, frame_offsets, frame_fields, k);

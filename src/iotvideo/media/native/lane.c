@@ -202,37 +202,6 @@ static int as_int64(PyObject *obj, int64_t *out) { /* owns obj */
     return 0;
 }
 
-/* Let go of a GOP that left the cache (``old``, stolen). When nothing else holds it or its list, its
- * frames go one by one with the memory of those a few places ahead asked for early: they were last
- * touched a GOP ago, so each frame, its data and the allocator's headers around it would otherwise
- * be a wait for memory, one after the other. */
-static void gop_let_go(PyObject *old) {
-    PyObject *frames = Py_TYPE(old) == &GopType && Py_REFCNT(old) == 1 ? ((GopObject *)old)->frames : NULL;
-    if (frames != NULL && PyList_CheckExact(frames) && Py_REFCNT(frames) == 1) {
-        Py_ssize_t n = PyList_GET_SIZE(frames);
-        PyObject **items = ((PyListObject *)frames)->ob_item;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (i + 4 < n) __builtin_prefetch(items[i + 4], 1);
-            if (i + 2 < n) { /* (its frame came in two steps ago) */
-                PyObject *data = native_frame_data_peek(items[i + 2]);
-                if (data != NULL) {
-                    __builtin_prefetch((char *)data - 16, 1); /* the block's header and the object's */
-                    __builtin_prefetch((char *)data + 48, 1);
-                }
-            }
-            if (i + 1 < n) { /* the header of the block after its data's, which freeing it looks at */
-                PyObject *data = native_frame_data_peek(items[i + 1]);
-                if (data != NULL && PyBytes_Check(data))
-                    __builtin_prefetch((char *)data + offsetof(PyBytesObject, ob_sval) + PyBytes_GET_SIZE(data) + 16, 0);
-            }
-            PyObject *f = items[i];
-            items[i] = NULL; /* (the list's own deallocation skips it) */
-            Py_XDECREF(f);
-        }
-    }
-    Py_DECREF(old);
-}
-
 /* A key frame starts a GOP (StreamHub._new_gop): appended to ``gops``, older GOPs let go beyond the
  * history kept and the cache bound. 0 done, -1 error. */
 static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ssize_t size) {
@@ -271,7 +240,7 @@ static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ss
         PyObject *old = PyObject_CallMethodNoArgs(self->gops, str_popleft);
         if (old == NULL) return -1;
         if (Py_TYPE(old) == &GopType) self->cache_bytes -= ((GopObject *)old)->nbytes;
-        gop_let_go(old);
+        Py_DECREF(old);
     }
     return 0;
 }

@@ -46,7 +46,6 @@ PyObject *native_record_message(NativeRecord *r);     /* the RawMessage it would
 PyObject *native_tag_frame(int video, const uint8_t *p, Py_ssize_t n, PyObject **own, uint32_t timestamp, int *as_built);
 enum { FF_CODEC, FF_DTS, FF_PTS, FF_DATA, FF_KEYFRAME, FF_IS_CONFIG }; /* MediaFrame fields */
 PyObject *native_frame_field(PyObject *frame, int k); /* a MediaFrame's field (new reference) */
-PyObject *native_frame_data_peek(PyObject *frame);   /* a C-built MediaFrame's data (borrowed; NULL: not one) */
 int native_is_flv_error(void);                        /* the exception set is flvtags.FlvError (or a subclass) */
 
 /* lane.c, for the other parts */
