@@ -696,13 +696,20 @@ def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "rounds": rounds}
 
 
-async def streams_rounds(servers: list[Server], clip: Clip, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The streams phase ``args.rounds`` times per server, the servers alternating round by round."""
+async def streams_rounds(servers: list[Server], clip: Clip, args: argparse.Namespace,
+                         watch: Callable[[Server, int], list[subprocess.Popen[bytes]]] | None = None,
+                         ) -> dict[str, dict[str, Any]]:
+    """The streams phase ``args.rounds`` times per server, the servers alternating round by round.
+    ``watch(server, round)``, when given, starts processes that observe that round (perf, say: see
+    bench/media_ab.py); the round waits for them after its measurement."""
     rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
     for r in range(args.rounds):
         for srv in servers:
             say(f"  {srv.name}: {args.streams} publishers × 2 Mbit/s + 1 player each, round {r + 1}/{args.rounds}")
+            watching = watch(srv, r + 1) if watch is not None else []
             m = await phase_streams(srv, clip, args.streams, args.seconds)
+            for w in watching:
+                w.wait()
             m["round"] = r + 1
             rounds[srv.name].append(m)
             say(f"    {m}")
@@ -958,7 +965,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         lambda r: f"{r['streams']['players_behind']} / {r['streams']['errors']}")
     row("  received by the players, Mbit/s", lambda r: r["streams"]["rx_mbit_s"])
     row("  load generator CPU, % of one core", lambda r: r["streams"]["loadgen_cpu_pct"])
-    def per_core(p: dict[str, Any]) -> str:
+
+    def with_rounds(p: dict[str, Any]) -> str:
         each = [x for x in p["players_per_core_rounds"] if x]
         spread = f" (rounds {min(each)}–{max(each)})" if len(each) > 1 else ""
         return f"{p['players_per_core']}{spread}"
@@ -969,9 +977,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             lambda r, i=i: f"{r['players']['steps'][i]['players']}: CPU {r['players']['steps'][i]['server_cpu_pct']} %, "
                            f"behind {r['players']['steps'][i]['players_behind']}")
     row("  CPU per player, % of one core (slope)", lambda r: r["players"]["cpu_pct_per_player"])
-    row("  players per core (100 / slope)", lambda r: per_core(r["players"]))
+    row("  players per core (100 / slope)", lambda r: with_rounds(r["players"]))
     row("HTTP-FLV players per core (100 / slope)",
-        lambda r: f"{per_core(r['players_flv'])} (at {r['players_flv']['steps'][-1]['players']}: "
+        lambda r: f"{with_rounds(r['players_flv'])} (at {r['players_flv']['steps'][-1]['players']}: "
                   f"behind {r['players_flv']['steps'][-1]['players_behind']})")
     for k in ("rtmp", "flv"):
         row(f"time to first key frame, live, {k}: p50 / p95 ms",

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,37 +47,32 @@ def watcher(cmd: list[str], delay: float) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def rounds(servers: list[media.Server], clip: media.Clip, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
-    for r in range(args.rounds):
-        for srv in servers:
-            watch = []
-            if args.perf:
-                watch.append(watcher(["perf", "record", "-F", "2999", "-g", "-p", ",".join(map(str, srv.pids())),
-                                      "-o", str(Path(args.perf) / f"{srv.name}.{r + 1}.data"),
-                                      "--", "sleep", str(max(1.0, args.seconds - 1))], SETTLE_S))
-            if args.strace and srv.name != "nginx-rtmp":
-                watch.append(watcher(["timeout", "-s", "INT", "4", "strace", "-c", "-f", "-p", str(srv.proc.pid),
-                                      "-o", str(Path(args.strace) / f"{srv.name}.{r + 1}.txt")], SETTLE_S))
-            m = await media.phase_streams(srv, clip, args.streams, args.seconds)
-            for w in watch:
-                w.wait()
-            m["round"] = r + 1
-            out[srv.name].append(m)
-            say(f"{srv.name:>10} round {r + 1}/{args.rounds}: CPU per stream {m['cpu_pct_per_stream']:.3f} % "
-                f"(user {m['server_user_pct']}, system {m['server_sys_pct']}), behind {m['players_behind']}")
-            await asyncio.sleep(1)
-    return out
+def watchers(args: argparse.Namespace) -> Callable[[media.Server, int], list[subprocess.Popen[bytes]]]:
+    """What observes each round's measured window: ``perf record`` and ``strace -c`` as asked."""
+    def watch(srv: media.Server, r: int) -> list[subprocess.Popen[bytes]]:
+        out = []
+        if args.perf:
+            out.append(watcher(["perf", "record", "-F", "2999", "-g", "-p", ",".join(map(str, srv.pids())),
+                                "-o", str(Path(args.perf) / f"{srv.name}.{r}.data"),
+                                "--", "sleep", str(max(1.0, args.seconds - 1))], SETTLE_S))
+        if args.strace and srv.name != "nginx-rtmp":
+            out.append(watcher(["timeout", "-s", "INT", "4", "strace", "-c", "-f", "-p", str(srv.proc.pid),
+                                "-o", str(Path(args.strace) / f"{srv.name}.{r}.txt")], SETTLE_S))
+        return out
+
+    return watch
 
 
-def summary(res: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    a = res["A"]
+def summary(res: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per server, its medians over the rounds (``media.combine_rounds``) and, but for A, each
+    round's ratio to A's round."""
+    a = res["A"]["rounds"]
     out: dict[str, Any] = {}
-    for name, rs in res.items():
-        row: dict[str, Any] = {k: round(statistics.median(r[k] for r in rs), 4 if k == "cpu_pct_per_stream" else 2)
-                               for k in ("cpu_pct_per_stream", "server_user_pct", "server_sys_pct")}
-        row["players_behind"] = max(r["players_behind"] for r in rs)
+    for name, c in res.items():
+        row: dict[str, Any] = {k: c[k] for k in ("cpu_pct_per_stream", "server_user_pct", "server_sys_pct",
+                                                 "players_behind")}
         if name != "A":
+            rs = c["rounds"]
             per = [round(r["cpu_pct_per_stream"] / x["cpu_pct_per_stream"], 3) for r, x in zip(rs, a)]
             user = [round(r["server_user_pct"] / x["server_user_pct"], 3) for r, x in zip(rs, a) if x["server_user_pct"]]
             row |= {"ratio_to_A_rounds": per, "ratio_to_A_median": round(statistics.median(per), 3),
@@ -127,7 +123,7 @@ def main() -> int:
             servers.append(media.start_iotvideo(tmp, "B", b_env))
             placed = media.pin(servers)
             say(f"A: {media.ROOT / 'src'}; B: {b_env}; {placed or 'no CPU placement'}")
-            res = asyncio.run(rounds(servers, clip, args))
+            res = asyncio.run(media.streams_rounds(servers, clip, args, watchers(args)))
         finally:
             os.sched_setaffinity(0, everywhere)
             for s in servers:

@@ -433,8 +433,8 @@ class StalledMedia(PushingMedia):
 
 
 def test_no_downlink_handler_outlives_the_agent() -> None:
-    """A request in hand when the agent stops, and one that arrives while its link closes, are
-    cancelled and awaited by ``stop``; one that arrives after is not taken on."""
+    """A request in hand when the agent stops is cancelled and awaited by ``stop``; one that
+    arrives while its link closes, or after, is not taken on."""
     media = StalledMedia()
     agent, sent = offline_agent(media=media)
     topic = "/sys/a1TestPk001/cam0001/thing/service/StartPushStreaming"

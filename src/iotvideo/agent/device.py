@@ -328,14 +328,7 @@ class CameraAgent:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.link.close()
-            # a downlink that arrived while the link closed may have spawned a handler (a push
-            # starting): none outlives the agent
-            while self._tasks:
-                late = list(self._tasks)
-                for t in late:
-                    t.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
+            await self.link.close()  # (a downlink arriving meanwhile spawns nothing: see _spawn)
             try:
                 await self.media.close()
             except Exception:

@@ -232,11 +232,11 @@ class _RtmpPeer(asyncio.Protocol):
         awaited or closing), disarm it otherwise. Armed, the lane reads the socket itself: the
         transport's reading is paused and ``lane.readable`` is called for the lane's own
         descriptor of the socket (``set_fd`` duplicates it, ``set_fd(-1)`` closes it; no ``bytes``
-        object and no protocol call per read), by the server's ``LanePoll`` (one loop callback for all ready lanes) or, without one, by the loop
-        (a reader per lane). Without a plain socket (TLS, a test's transport) the lane becomes the
-        transport's protocol instead (its C ``data_received``; the other callbacks it hands to this
-        one). Either way what it cannot handle comes back through ``_lane_wake``. ``hold``: disarm
-        whatever the state."""
+        object and no protocol call per read), by the server's ``LanePoll`` (one loop callback for
+        all ready lanes) or, without one, by the loop (a reader per lane). Without a plain socket
+        (TLS, a test's transport) the lane becomes the transport's protocol instead (its C
+        ``data_received``; the other callbacks it hands to this one). Either way what it cannot
+        handle comes back through ``_lane_wake``. ``hold``: disarm whatever the state."""
         lane = self._lane
         transport = self.transport
         if lane is None or transport is None:
