@@ -495,9 +495,84 @@ def test_lane_takes_ordinary_frames_in_c_and_equals_python() -> None:
     # (the player joins the Fanout) and the next (the hub recomputes ``fast``); the C core took the rest
     assert a.python_frames == 5
     assert a.peer._lane.frames_in == 45 and a.hub._core.bitrate > 0
+    assert a.peer._lane.frames_plain == 40  # (all that C took: not one frame object made for them)
     p = a.players[0]
     assert p.out.frames_out == 42 and len(p.buf) > 42 * 100  # 42 frames directly; the first three drained
     assert a.state()["gop"][0][0] is Codec.H264 and len(a.hub.gop()) == 2 + 43
+
+
+def _apply_all(runs: tuple[Run, Run], ops: list[tuple[Any, ...]]) -> None:
+    """``ops`` on both runs, without comparing them between operations (which reads their GOPs)."""
+    scripts, pendings = [Script(), Script()], [bytearray(), bytearray()]
+    for op in ops:
+        for r, s, p in zip(runs, scripts, pendings):
+            _apply(r, s, op, p)
+
+
+def test_plain_frames_stay_records_until_python_reads_the_gop() -> None:
+    """The lane caches a plain frame as a record of its tag; the GOP's frames (the same MediaFrames
+    the Python path cached, in order) are made when Python first reads them, and a frame appended
+    later by the Python path lands after them."""
+    async def go() -> None:
+        a, b = await _twins()
+        for r in (a, b):
+            r.players.append(Player(r, 1 << 20))
+        _apply_all((a, b), [*WARM, *_steady(2), ("send", 0), ("drain", 0), *_steady(20), ("audio", 50, 5),
+                            ("send", 100)])  # fmt: skip
+        gop = a.hub._core.gop
+        assert a.peer._lane.frames_plain == 21 and gop.records == 21 and b.hub._core.gop.records == 0
+        assert gop.nbytes == b.hub._core.gop.nbytes and a.hub._core.cache_bytes == b.hub._core.cache_bytes
+        _check_same(a, b, "reading the GOP")
+        assert gop.records == 0 and len(gop.frames) == 1 + 2 + 21
+        _apply_all((a, b), [*_steady(3, size=50), ("send", 0), ("sink_on",), *_steady(2, size=50), ("send", 0),
+                            ("sink_off",), *_steady(3, size=50), ("send", 0)])  # fmt: skip
+        assert a.hub._core.gop is gop
+        # the Python path's (two for the sink, one after it, as the hub sees it is gone), then the lane's
+        assert gop.records == 2
+        _check_same(a, b, "after the sink")
+
+    asyncio.run(go())
+
+
+def test_plain_frames_of_every_size_are_cached_exactly() -> None:
+    """Records of many sizes (the GOP's blocks grow from 16 KiB to 256 KiB; a larger frame takes the
+    object path) give the GOP the Python path caches."""
+    config = dataclasses.replace(CONFIG, gop_max_bytes=8 << 20, cache_max_bytes=16 << 20, queue_max_bytes=4 << 20)
+    sizes = [10, 16_000, 20_000, 70_000, 5, 150_000, 262_000, 300_000, 40_000, 100]
+    ops: list[tuple[Any, ...]] = [*WARM, *_steady(2), ("send", 0), ("drain", 0),
+                                  *[("inter", n, 40, 0) for n in sizes], ("audio", 30, 5), ("send", 7)]  # fmt: skip
+    a, b = _drive(ops, 1, config)
+    assert a.peer._lane.frames_plain == len(sizes) - 1 + 1  # all but the one over 256 KiB, and the audio frame
+    assert len(a.hub.gop()) == 2 + 1 + 2 + len(sizes) + 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the failing write's error
+def test_a_player_whose_write_fails_during_a_plain_send_queues_the_frame() -> None:
+    """A player's write fails while the lane sends a plain frame: the player leaves the Fanout and its
+    subscription queues the frame, made for it, as when the Python path sends it."""
+    class Failing(Player):
+        fail_at: int | None = 2000
+        failed = 0
+
+        def _write(self, data: Any) -> None:
+            if self.fail_at is not None and len(self.buf) >= self.fail_at:
+                self.fail_at = None
+                self.failed = self.run.peer._lane.frames_plain if self.run.lane else 0
+                raise OSError("connection reset")
+            super()._write(data)
+
+    async def go() -> None:
+        a, b = await _twins()
+        for r in (a, b):
+            r.players.append(Failing(r, 1 << 20))
+        _apply_all((a, b), [*WARM, *_steady(2), ("send", 0), ("drain", 0), *_steady(20, size=100), ("send", 0)])
+        assert a.players[0].failed > 0  # in a plain send: the lane had counted the frame as plain
+        assert b.players[0].fail_at is None  # (and in the Python path's send)
+        _check_same(a, b, "the failure")  # what each player got: the frame from its queue, then the rest
+        _apply_all((a, b), [("drain", 0), *_steady(3), ("send", 0), ("drain", 0)])
+        _check_same(a, b, "after the failure")
+
+    asyncio.run(go())
 
 
 @pytest.mark.parametrize("case", ["paused", "slow", "sink", "big", "jump", "codec", "annexb", "cache"])

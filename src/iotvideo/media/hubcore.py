@@ -24,6 +24,11 @@ class Gop:
     frames: list[Any]
     nbytes: int
 
+    @property
+    def records(self) -> int:
+        """Frames held without objects yet (the C twin's fast path; never here)."""
+        return 0
+
 
 class HubCore:
     """Fields a hub's publish path reads and writes for every frame."""

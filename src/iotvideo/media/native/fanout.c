@@ -814,10 +814,9 @@ static int rtmpout_write(RtmpOutObject *self, PyObject *data) {
 }
 
 /* The message's bytes from offset ``skip`` on, through the transport (what a direct send left). */
-static int rtmpout_write_rest(RtmpOutObject *self, SharedMessageObject *msg, const OutStream *st, const uint8_t *header,
-                              int header_len, uint32_t field, Py_ssize_t skip) {
-    Pieces payload = msg_pieces(msg);
-    PyObject *whole = writer_chunks(self->writer, st, header, header_len, field, &payload, msg->length);
+static int rtmpout_write_rest(RtmpOutObject *self, const Pieces *payload, Py_ssize_t length, const OutStream *st,
+                              const uint8_t *header, int header_len, uint32_t field, Py_ssize_t skip) {
+    PyObject *whole = writer_chunks(self->writer, st, header, header_len, field, payload, length);
     if (whole == NULL) return -1;
     PyObject *rest = skip ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(whole) + skip, PyBytes_GET_SIZE(whole) - skip)
                           : Py_NewRef(whole);
@@ -828,57 +827,72 @@ static int rtmpout_write_rest(RtmpOutObject *self, SharedMessageObject *msg, con
     return r;
 }
 
+/* A direct send of the message (csid, type_id, payload) at dts, the transport known to hold nothing
+ * (``known``: without asking it): 1 written (what the kernel did not take went to the transport), -1 error. */
+static int rtmpout_send_direct(RtmpOutObject *self, int64_t dts, int is_config, long csid, long type_id,
+                               const Pieces *payload, Py_ssize_t length, int known) {
+    int64_t ts = timeline_at(self->timeline, dts, is_config);
+    int fmt;
+    uint32_t field;
+    OutStream *st = writer_advance(self->writer, csid, type_id, self->stream_id, (uint32_t)ts, length, &fmt, &field);
+    if (st == NULL) return -1;
+    uint8_t header[24], cont[7];
+    int header_len = writer_header(header, st, fmt, field, length, type_id, self->stream_id);
+    int cont_len = st->basic3_len;
+    memcpy(cont, st->basic3, (size_t)cont_len);
+    if (field >= EXT_TS) {
+        put_be32(cont + cont_len, field);
+        cont_len += 4;
+    }
+    long size = self->writer->chunk_size;
+    Py_ssize_t n_cont = length > size ? (length - 1) / size : 0;
+    Py_ssize_t total = header_len + length + n_cont * cont_len;
+    Py_ssize_t sent = send_direct(self->fd, header, header_len, cont, cont_len, payload, length, size);
+    self->known_empty = sent == total;
+    if (sent < 0 && known) { /* a socket error, unasked: a closing transport takes nothing more */
+        Py_ssize_t buffered = transport_buffered(self);
+        if (buffered == -1) return -1;
+        if (buffered == TRANSPORT_CLOSING) return 1;
+    }
+    if (sent != total && rtmpout_write_rest(self, payload, length, st, header, header_len, field, sent > 0 ? sent : 0) < 0)
+        return -1; /* a short send, a full socket or an error: the transport takes the rest (and the error) */
+    if (sent > 0) self->direct_sends++;
+    self->frames_out++;
+    self->bytes_out += total;
+    return 1;
+}
+
 static int flvout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_video, PyObject *tail);
 
-static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_video, PyObject *msg) {
-    if (self->flv) return flvout_send(self, dts, is_config, is_video, msg);
-    if (self->paused || self->closing || self->write == NULL || PyList_GET_SIZE(self->pending) != 0) return 0;
-    if (msg == Py_None) return 1; /* a frame RTMP cannot carry: nothing to write */
-    if (!PyObject_TypeCheck(msg, &SharedMessageType)) {
-        PyErr_SetString(PyExc_TypeError, "RtmpOut: message() must give a SharedMessage or None");
-        return -1;
-    }
-    SharedMessageObject *m = (SharedMessageObject *)msg;
+/* Whether an RtmpOut takes a message now (else it refuses: paused, closing, output queued before it). */
+static inline int rtmpout_writing(const RtmpOutObject *self) {
+    return !self->paused && !self->closing && self->write != NULL && PyList_GET_SIZE(self->pending) == 0;
+}
+
+/* Write the message (csid, type_id, payload) at dts, taken (rtmpout_writing): directly while the transport
+ * holds nothing, else through write(); ``m`` (or NULL): the SharedMessage it is, whose chunked forms
+ * players with the same chunk size share. 1 written, -1 error. */
+static int rtmpout_put(RtmpOutObject *self, int64_t dts, int is_config, long csid, long type_id,
+                       const Pieces *payload, Py_ssize_t length, SharedMessageObject *m) {
     if (self->transport != NULL && self->fd >= 0) {
         int known = self->known_empty;
         Py_ssize_t buffered = known ? 0 : transport_buffered(self);
         if (buffered == -1) return -1;
-        if (buffered == 0) {
-            int64_t ts = timeline_at(self->timeline, dts, is_config);
-            int fmt;
-            uint32_t field;
-            OutStream *st = writer_advance(self->writer, m->csid, m->type_id, self->stream_id, (uint32_t)ts, m->length,
-                                           &fmt, &field);
-            if (st == NULL) return -1;
-            uint8_t header[24], cont[7];
-            int header_len = writer_header(header, st, fmt, field, m->length, m->type_id, self->stream_id);
-            int cont_len = st->basic3_len;
-            memcpy(cont, st->basic3, (size_t)cont_len);
-            if (field >= EXT_TS) {
-                put_be32(cont + cont_len, field);
-                cont_len += 4;
-            }
-            long size = self->writer->chunk_size;
-            Py_ssize_t n_cont = m->length > size ? (m->length - 1) / size : 0;
-            Py_ssize_t total = header_len + m->length + n_cont * cont_len;
-            Pieces payload = msg_pieces(m);
-            Py_ssize_t sent = send_direct(self->fd, header, header_len, cont, cont_len, &payload, m->length, size);
-            self->known_empty = sent == total;
-            if (sent < 0 && known) { /* a socket error, unasked: a closing transport takes nothing more */
-                buffered = transport_buffered(self);
-                if (buffered == -1) return -1;
-                if (buffered == TRANSPORT_CLOSING) return 1;
-            }
-            if (sent != total && rtmpout_write_rest(self, m, st, header, header_len, field, sent > 0 ? sent : 0) < 0)
-                return -1; /* a short send, a full socket or an error: the transport takes the rest (and the error) */
-            if (sent > 0) self->direct_sends++;
-            self->frames_out++;
-            self->bytes_out += total;
-            return 1;
-        }
+        if (buffered == 0) return rtmpout_send_direct(self, dts, is_config, csid, type_id, payload, length, known);
     }
     int64_t ts = timeline_at(self->timeline, dts, is_config);
-    PyObject *data = writer_shared(self->writer, m, self->stream_id, (uint32_t)ts);
+    PyObject *data;
+    if (m != NULL) {
+        data = writer_shared(self->writer, m, self->stream_id, (uint32_t)ts);
+    } else {
+        int fmt;
+        uint32_t field;
+        OutStream *st = writer_advance(self->writer, csid, type_id, self->stream_id, (uint32_t)ts, length, &fmt, &field);
+        if (st == NULL) return -1;
+        uint8_t header[24];
+        int header_len = writer_header(header, st, fmt, field, length, type_id, self->stream_id);
+        data = writer_chunks(self->writer, st, header, header_len, field, payload, length);
+    }
     if (data == NULL) return -1;
     PyObject *r = PyObject_CallOneArg(self->write, data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
@@ -888,6 +902,19 @@ static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_
     self->frames_out++;
     self->bytes_out += n;
     return 1;
+}
+
+static int rtmpout_send(RtmpOutObject *self, int64_t dts, int is_config, int is_video, PyObject *msg) {
+    if (self->flv) return flvout_send(self, dts, is_config, is_video, msg);
+    if (!rtmpout_writing(self)) return 0;
+    if (msg == Py_None) return 1; /* a frame RTMP cannot carry: nothing to write */
+    if (!PyObject_TypeCheck(msg, &SharedMessageType)) {
+        PyErr_SetString(PyExc_TypeError, "RtmpOut: message() must give a SharedMessage or None");
+        return -1;
+    }
+    SharedMessageObject *m = (SharedMessageObject *)msg;
+    Pieces payload = msg_pieces(m);
+    return rtmpout_put(self, dts, is_config, m->csid, m->type_id, &payload, m->length, m);
 }
 
 /* --- FlvOut: an HTTP-FLV player (chunked transfer encoding), same layout as RtmpOut ------------ */
@@ -1208,6 +1235,25 @@ static PyObject *Fanout_clear_method(FanoutObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* Entry i refuses the frame being sent: its subscription goes to ``*refused`` (made on first use) and
+ * it leaves the set when the send ends; unless it was discarded meanwhile (nobody to queue it for). */
+static int fanout_refuse(FanoutObject *self, Py_ssize_t i, PyObject **refused) {
+    if (self->entries[i].dead) return 0;
+    if (*refused == NULL && (*refused = PyList_New(0)) == NULL) return -1;
+    if (PyList_Append(*refused, self->entries[i].sub) < 0) return -1;
+    self->entries[i].dead = 1;
+    return 0;
+}
+
+/* A send ends: (its result, ``refused``, released) the entries marked meanwhile leave. */
+static PyObject *fanout_end_send(FanoutObject *self, PyObject *result, PyObject *refused) {
+    self->sending = 0;
+    for (Py_ssize_t i = self->n - 1; i >= 0; i--)
+        if (self->entries[i].dead) fanout_remove_at(self, i);
+    Py_XDECREF(refused);
+    return result;
+}
+
 /* Send ``frame`` (at ``dts``, ``size`` bytes of data) to every member: the list of the subscriptions
  * that refused it (removed from the set), or None. Members whose message() is ``fn`` get ``msg``
  * without calling it (``fn`` NULL: every message() is called). A media frame only (not a
@@ -1263,20 +1309,57 @@ PyObject *native_fanout_send(PyObject *fan, PyObject *frame, int64_t dts, int is
         }
         if (ok) continue;
     refuse:
-        if (self->entries[i].dead) continue; /* discarded meanwhile: nobody to queue it for */
-        if (refused == NULL && (refused = PyList_New(0)) == NULL) goto error;
-        if (PyList_Append(refused, self->entries[i].sub) < 0) goto error;
-        self->entries[i].dead = 1;
+        if (fanout_refuse(self, i, &refused) < 0) goto error;
     }
     result = refused != NULL ? Py_NewRef(refused) : Py_NewRef(Py_None);
 error:
-    self->sending = 0;
-    for (Py_ssize_t i = self->n - 1; i >= 0; i--)
-        if (self->entries[i].dead) fanout_remove_at(self, i);
-    Py_XDECREF(refused);
     Py_XDECREF(last_fn);
     Py_XDECREF(last_msg);
-    return result;
+    return fanout_end_send(self, result, refused);
+}
+
+/* Whether every member takes a media frame with ``size`` bytes of data now, so that
+ * native_fanout_send_plain may send it without a frame object: an RtmpOut whose message() is ``fn``,
+ * writing, the frame within its bound. */
+static int plain_member(const FanEntry *e, Py_ssize_t size, PyObject *fn) {
+    return !e->dead && !e->out->flv && e->out->message == fn && size <= e->max_bytes && rtmpout_writing(e->out);
+}
+
+int native_fanout_plain_ok(PyObject *fan, Py_ssize_t size, PyObject *fn) {
+    FanoutObject *self = (FanoutObject *)fan;
+    if (self->sending) return 0;
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        if (!plain_member(&self->entries[i], size, fn)) return 0;
+    return 1;
+}
+
+/* The media frame at ``dts`` whose RTMP message (csid, type_id) is p[0:n], to every member, when
+ * native_fanout_plain_ok(fan, size, fn) said so just before: as native_fanout_send (the list of the
+ * subscriptions that refused it, or None: a write to one player may have changed another, or failed),
+ * but from the bytes given. */
+PyObject *native_fanout_send_plain(PyObject *fan, int64_t dts, Py_ssize_t size, PyObject *fn, long csid, long type_id,
+                                   const uint8_t *p, Py_ssize_t n) {
+    FanoutObject *self = (FanoutObject *)fan;
+    if (self->sending) {
+        PyErr_SetString(PyExc_RuntimeError, "Fanout.send is not reentrant");
+        return NULL;
+    }
+    Pieces payload = one_piece((const char *)p, n);
+    PyObject *refused = NULL;
+    self->sending = 1;
+    /* (by index, re-read after every call: a write may run Python code that adds or discards members) */
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        if (self->entries[i].dead) continue;
+        if (plain_member(&self->entries[i], size, fn)) { /* (else changed by a write before: it refuses) */
+            RtmpOutObject *out = (RtmpOutObject *)Py_NewRef(self->entries[i].out);
+            int ok = rtmpout_put(out, dts, 0, csid, type_id, &payload, n, NULL);
+            Py_DECREF(out);
+            if (ok >= 0) continue;
+            PyErr_WriteUnraisable(fan); /* its transport raised: it leaves the set like a refusal */
+        }
+        if (fanout_refuse(self, i, &refused) < 0) return fanout_end_send(self, NULL, refused);
+    }
+    return fanout_end_send(self, refused != NULL ? Py_NewRef(refused) : Py_NewRef(Py_None), refused);
 }
 
 /* send(frame): native_fanout_send with the frame's own fields. */

@@ -978,7 +978,7 @@ static PyObject *parse_tag(bool video, PyObject *const *args, Py_ssize_t nargs, 
     long long ts;
     if (nargs != 2 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !small_int(args[1], &ts))
         return fallback(video ? py_parse_video_tag : py_parse_audio_tag, args, nargs, kwnames);
-    bool as_built;
+    bool as_built = false;
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
     PyObject *frame = video ? video_frame(p, n, NULL, args[1], ts, &as_built) : audio_frame(p, n, NULL, args[1], ts, &as_built);
@@ -1005,6 +1005,8 @@ PyObject *native_tag_frame(int video, const uint8_t *p, Py_ssize_t n, PyObject *
     *as_built = built;
     return frame;
 }
+
+PyObject *native_codec(int video) { return resolve() < 0 ? NULL : video ? codec_h264 : codec_aac; }
 
 int native_is_chunk_reader(PyObject *obj) { return PyObject_TypeCheck(obj, &ChunkReader_Type); }
 

@@ -7,7 +7,10 @@
  * or a configuration, of the codec already seen, within the cache's bounds, while the hub says
  * ``fast`` (no sinks, no slow subscriptions) and the publisher is still the hub's. Anything else
  * goes to the Python callbacks, which do exactly what the pure-Python path does. Gop is the twin of
- * hubcore.Gop (a cached GOP), which the fast path appends to. */
+ * hubcore.Gop (a cached GOP), which the fast path appends to. A plain frame (an H.264 inter frame or
+ * an AAC frame as it came) that every player takes now makes no object at all (lane_plain): the GOP
+ * keeps its tag as a record, made a MediaFrame only when Python reads the GOP, and the players get
+ * the tag itself. */
 #include "native.h"
 
 #include <errno.h>
@@ -22,13 +25,113 @@ static PyObject *str_eof_received, *str_connection_lost, *str_pause_writing, *st
 
 /* ---- Gop (twin of hubcore.Gop) --------------------------------------------------------------- */
 
+/* A frame the fast path cached without making it an object: its FLV tag (the message as it came),
+ * copied into one of the GOP's blocks; made a MediaFrame when Python first looks at the GOP. */
+typedef struct {
+    const uint8_t *p;
+    uint32_t n, timestamp;
+    char video;
+} GopRecord;
+
+/* A block of a GOP's records: BLOCK_MIN << cls bytes. A GOP's blocks double from BLOCK_MIN up to
+ * BLOCK_MAX (a low-rate stream wastes little; a high-rate one gets large blocks soon). */
+typedef struct {
+    uint8_t *p;
+    int cls;
+} GopBlock;
+
+#define BLOCK_MIN (16 * 1024)
+#define BLOCK_CLASSES 5 /* up to 256 KiB */
+#define BLOCK_MAX (BLOCK_MIN << (BLOCK_CLASSES - 1))
+#define POOL_MAX 64     /* blocks kept per class: at most 31 MiB in all */
+
 typedef struct {
     PyObject_HEAD
-    PyObject *configs, *frames;
+    PyObject *configs, *frames; /* frames: the cached frames as objects, then (after them) ``recs`` */
     long long start_dts, nbytes;
+    GopRecord *recs;
+    Py_ssize_t n_recs, cap_recs;
+    GopBlock *blocks;           /* where the records' tags are; the last one filled up to ``used`` */
+    Py_ssize_t n_blocks, cap_blocks, used;
 } GopObject;
 
 static PyTypeObject GopType;
+
+/* The blocks of every GOP: a GOP let go gives its blocks back, the next ones take them (the most
+ * recently given first, while they may still be in the cache). */
+static uint8_t *pool[BLOCK_CLASSES][POOL_MAX];
+static int pool_n[BLOCK_CLASSES];
+
+static void gop_release_records(GopObject *self) {
+    for (Py_ssize_t i = 0; i < self->n_blocks; i++) {
+        GopBlock b = self->blocks[i];
+        if (pool_n[b.cls] < POOL_MAX) {
+            pool[b.cls][pool_n[b.cls]++] = b.p;
+        } else {
+            PyMem_RawFree(b.p);
+        }
+    }
+    self->n_blocks = self->n_recs = self->used = 0;
+}
+
+/* Cache the tag p[0:n] (at most BLOCK_MAX bytes) as a record: 0 done, -1 out of memory. */
+static int gop_add_record(GopObject *self, int video, uint32_t timestamp, const uint8_t *p, Py_ssize_t n) {
+    if (self->n_recs == self->cap_recs) {
+        Py_ssize_t cap = self->cap_recs ? self->cap_recs * 2 : 64;
+        GopRecord *grown = PyMem_Realloc(self->recs, (size_t)cap * sizeof(GopRecord));
+        if (grown == NULL) return -1;
+        self->recs = grown;
+        self->cap_recs = cap;
+    }
+    int last = self->n_blocks ? self->blocks[self->n_blocks - 1].cls : -1; /* (the class of the last block) */
+    if (last < 0 || self->used + n > ((Py_ssize_t)BLOCK_MIN << last)) {
+        if (self->n_blocks == self->cap_blocks) {
+            Py_ssize_t cap = self->cap_blocks ? self->cap_blocks * 2 : 4;
+            GopBlock *grown = PyMem_Realloc(self->blocks, (size_t)cap * sizeof(GopBlock));
+            if (grown == NULL) return -1;
+            self->blocks = grown;
+            self->cap_blocks = cap;
+        }
+        int cls = last + 1 < BLOCK_CLASSES ? last + 1 : BLOCK_CLASSES - 1;
+        while (((Py_ssize_t)BLOCK_MIN << cls) < n) cls++; /* (n <= BLOCK_MAX) */
+        uint8_t *block = pool_n[cls] ? pool[cls][--pool_n[cls]] : PyMem_RawMalloc((size_t)BLOCK_MIN << cls);
+        if (block == NULL) return -1;
+        self->blocks[self->n_blocks++] = (GopBlock){block, cls};
+        self->used = 0;
+    }
+    uint8_t *at = self->blocks[self->n_blocks - 1].p + self->used;
+    memcpy(at, p, (size_t)n);
+    self->used += n;
+    self->recs[self->n_recs++] = (GopRecord){at, (uint32_t)n, timestamp, (char)video};
+    return 0;
+}
+
+/* The records made MediaFrames, appended to ``frames`` (all or, on an error, none): 0, or -1. */
+static int gop_materialize(GopObject *self) {
+    if (self->n_recs == 0) return 0;
+    if (self->frames == NULL || !PyList_Check(self->frames)) {
+        PyErr_SetString(PyExc_TypeError, "Gop.frames must be a list");
+        return -1;
+    }
+    PyObject *made = PyList_New(0);
+    if (made == NULL) return -1;
+    for (Py_ssize_t i = 0; i < self->n_recs; i++) {
+        GopRecord *r = &self->recs[i];
+        int as_built;
+        PyObject *frame = native_tag_frame(r->video, r->p, r->n, NULL, r->timestamp, &as_built);
+        if (frame == NULL || (frame != Py_None && PyList_Append(made, frame) < 0)) {
+            Py_XDECREF(frame);
+            Py_DECREF(made);
+            return -1;
+        }
+        Py_DECREF(frame);
+    }
+    Py_ssize_t at = PyList_GET_SIZE(self->frames);
+    int rc = PyList_SetSlice(self->frames, at, at, made);
+    Py_DECREF(made);
+    if (rc == 0) gop_release_records(self);
+    return rc;
+}
 
 static int Gop_init(GopObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"configs", "start_dts", "frames", "nbytes", NULL};
@@ -36,6 +139,7 @@ static int Gop_init(GopObject *self, PyObject *args, PyObject *kwds) {
     long long start_dts, nbytes;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLO!L:Gop", kwlist, &configs, &start_dts, &PyList_Type, &frames, &nbytes))
         return -1;
+    gop_release_records(self);
     Py_XSETREF(self->configs, Py_NewRef(configs));
     Py_XSETREF(self->frames, Py_NewRef(frames));
     self->start_dts = start_dts;
@@ -58,6 +162,9 @@ static int Gop_clear(GopObject *self) {
 static void Gop_dealloc(GopObject *self) {
     PyObject_GC_UnTrack(self);
     Gop_clear(self);
+    gop_release_records(self);
+    PyMem_Free(self->recs);
+    PyMem_Free(self->blocks);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -66,16 +173,22 @@ static int Gop_set_frames(GopObject *self, PyObject *value, void *closure) {
         PyErr_SetString(PyExc_TypeError, "Gop.frames must be a list");
         return -1;
     }
+    gop_release_records(self);
     Py_XSETREF(self->frames, Py_NewRef(value));
     return 0;
 }
 
-static PyObject *Gop_get_frames(GopObject *self, void *closure) { return Py_NewRef(self->frames ? self->frames : Py_None); }
+static PyObject *Gop_get_frames(GopObject *self, void *closure) {
+    if (gop_materialize(self) < 0) return NULL;
+    return Py_NewRef(self->frames ? self->frames : Py_None);
+}
 
 static PyMemberDef Gop_members[] = {
     {"configs", T_OBJECT, offsetof(GopObject, configs), 0, NULL},
     {"start_dts", T_LONGLONG, offsetof(GopObject, start_dts), 0, NULL},
     {"nbytes", T_LONGLONG, offsetof(GopObject, nbytes), 0, NULL},
+    {"records", T_PYSSIZET, offsetof(GopObject, n_recs), READONLY,
+     "frames the fast path cached as records, made MediaFrames (at the end of frames) when it is read"},
     {NULL},
 };
 
@@ -207,6 +320,9 @@ static int as_int64(PyObject *obj, int64_t *out) { /* owns obj */
 static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ssize_t size) {
     GopObject *gop = PyObject_GC_New(GopObject, &GopType);
     if (gop == NULL) return -1;
+    gop->recs = NULL;
+    gop->blocks = NULL;
+    gop->n_recs = gop->cap_recs = gop->n_blocks = gop->cap_blocks = gop->used = 0;
     gop->configs = Py_NewRef(self->configs);
     gop->start_dts = dts;
     gop->nbytes = size;
@@ -241,6 +357,22 @@ static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ss
         if (old == NULL) return -1;
         if (Py_TYPE(old) == &GopType) self->cache_bytes -= ((GopObject *)old)->nbytes;
         Py_DECREF(old);
+    }
+    return 0;
+}
+
+/* The subscriptions that refused ``frame`` (``refused``: a list, or None) queue it, its message ``msg``
+ * memoised for them (``put(frame, msg)``): 0, or -1. */
+static int offer_refused(PyObject *refused, PyObject *put, PyObject *frame, PyObject *msg, int sync) {
+    if (refused == Py_None || !PyList_GET_SIZE(refused)) return 0;
+    PyObject *r = PyObject_CallFunctionObjArgs(put, frame, msg, NULL);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refused); i++) {
+        r = PyObject_CallMethodObjArgs(PyList_GET_ITEM(refused, i), str_offer, frame, sync ? Py_True : Py_False,
+                                       Py_False, NULL);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
     }
     return 0;
 }
@@ -293,24 +425,14 @@ static int core_take(HubCoreObject *self, PyObject *publisher, PyObject *frame, 
     if (key) {
         if (core_new_gop(self, frame, dts, size) < 0) goto done;
     } else if (gop != NULL) {
-        if (PyList_Append(gop->frames, frame) < 0) goto done;
+        if (gop_materialize(gop) < 0 || PyList_Append(gop->frames, frame) < 0) goto done; /* (in order) */
         gop->nbytes += size;
         self->cache_bytes += size;
     }
     int sync = key || (!video && !self->has_video); /* in an audio-only stream every frame is a starting point */
     refused = native_fanout_send(self->fan, frame, dts, 0, size, fn, msg);
     if (refused == NULL) goto done;
-    if (refused != Py_None && PyList_GET_SIZE(refused)) { /* they queue it: with its message, for the memo */
-        PyObject *r = PyObject_CallFunctionObjArgs(put, frame, msg, NULL);
-        if (r == NULL) goto done;
-        Py_DECREF(r);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refused); i++) {
-            r = PyObject_CallMethodObjArgs(PyList_GET_ITEM(refused, i), str_offer, frame, sync ? Py_True : Py_False,
-                                           Py_False, NULL);
-            if (r == NULL) goto done;
-            Py_DECREF(r);
-        }
-    }
+    if (offer_refused(refused, put, frame, msg, sync) < 0) goto done;
     rc = 1;
     goto done;
 not_taken:
@@ -387,9 +509,10 @@ typedef struct {
     PyObject *fallback; /* fallback(stream_id, is_video, timestamp, payload): a tag that did not parse */
     long csid[2];       /* the chunk stream ids of the messages players get: [0] audio, [1] video */
     PyObject *type[2];  /* and their type ids (what was given) */
+    long type_id[2];    /* (as numbers) */
     LaneStream *streams;
     Py_ssize_t n, cap;
-    long long frames_in;
+    long long frames_in, frames_plain;
     /* receiving on its own (data_received): */
     PyObject *wake;              /* wake(rest, error): what it cannot handle; NULL until armed */
     PyObject *protocol;          /* the connection's protocol: the other protocol callbacks go to it */
@@ -413,6 +536,10 @@ static int PublishLane_init(PublishLaneObject *self, PyObject *args, PyObject *k
         return -1;
     }
     self->fd = -1;
+    long vt = PyLong_AsLong(vtype), at = PyLong_AsLong(atype);
+    if ((vt == -1 || at == -1) && PyErr_Occurred()) return -1;
+    self->type_id[1] = vt;
+    self->type_id[0] = at;
     PyObject *put = PyObject_GetAttrString(memo, "put");
     if (put == NULL) return -1;
     Py_XSETREF(self->put, put);
@@ -526,10 +653,88 @@ static PyObject *PublishLane_clear_method(PublishLaneObject *self, PyObject *unu
     Py_RETURN_NONE;
 }
 
+/* The frame's codec (H.264 video, AAC audio) and its data's offset in the tag p[0:n] when it is a plain one:
+ * an H.264 inter frame of length-prefixed NAL units or an AAC frame, which the parser would make a
+ * MediaFrame of as it came (neither a key frame nor a configuration); else 0. */
+static Py_ssize_t plain_tag(int video, const uint8_t *p, Py_ssize_t n) {
+    if (!video) return n > 2 && p[0] == 0xAF && p[1] == 1 ? 2 : 0;
+    if (n < 9 || p[0] != 0x27 || p[1] != 1) return 0;
+    uint64_t i = 0, len = (uint64_t)(n - 5); /* flvtags._nal_units: the lengths cover the data exactly */
+    const uint8_t *d = p + 5;
+    while (i + 4 <= len) {
+        uint32_t k = ((uint32_t)d[i] << 24) | ((uint32_t)d[i + 1] << 16) | ((uint32_t)d[i + 2] << 8) | d[i + 3];
+        if (!k) break;
+        i += 4 + (uint64_t)k;
+    }
+    return i == len ? 5 : 0;
+}
+
+/* The audio/video record ``r`` of a plain frame (plain_tag) of a stream whose core is fast, when every
+ * player takes it by a direct send now: what core_take does, without making the frame an object at
+ * all: it is cached as a record (its tag copied into the GOP's blocks) and sent from the tag as it came.
+ * 1 taken, 0 not (nothing changed: the caller takes the object path), -1 error. */
+static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObject *core, NativeRecord *r) {
+    int video = r->type_id == 9;
+    const uint8_t *p = r->p;
+    Py_ssize_t n = r->n, head = n <= BLOCK_MAX ? plain_tag(video, p, n) : 0;
+    if (!head) return 0;
+    PyObject *codec = native_codec(video);
+    if (codec == NULL) return -1;
+    double now;
+    if (core_now(core, &now) < 0) return -1; /* (first: a Python clock may change anything) */
+    if (!core->fast || core->publisher != publisher || !native_is_fanout(core->fan) ||
+        (long long)native_fanout_version(core->fan) != core->fan_version ||
+        codec != (video ? core->video_codec : core->audio_codec))
+        return 0;
+    Py_ssize_t size = n - head;
+    int64_t dts = r->timestamp;
+    GopObject *gop = NULL;
+    if (core->gop != Py_None) { /* within the bounds, else the Python path trims the cache */
+        if (Py_TYPE(core->gop) != &GopType) return 0;
+        gop = (GopObject *)core->gop;
+        if (gop->nbytes + size > core->gop_max_bytes || dts - gop->start_dts > core->gop_max_ms ||
+            core->cache_bytes + size > core->cache_max_bytes)
+            return 0;
+    }
+    if (!native_fanout_plain_ok(core->fan, size, self->memo)) return 0;
+    if (gop != NULL) {
+        if (gop_add_record(gop, video, r->timestamp, p, n) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        gop->nbytes += size;
+        core->cache_bytes += size;
+    }
+    core_count(core, size, now);
+    if (video) core->has_video = 1;
+    self->frames_in++;
+    self->frames_plain++;
+    PyObject *refused =
+        native_fanout_send_plain(core->fan, dts, size, self->memo, self->csid[video], self->type_id[video], p, n);
+    if (refused == NULL) return -1;
+    int rc = 1;
+    if (refused != Py_None && PyList_GET_SIZE(refused)) { /* (a write changed or failed one) made for them */
+        PyObject *msg = NULL, *body = NULL;
+        int as_built;
+        PyObject *frame = native_tag_frame(video, p, n, NULL, r->timestamp, &as_built);
+        if (frame == NULL || (body = PyBytes_FromStringAndSize((const char *)p, n)) == NULL ||
+            (msg = native_shared_message_split(self->csid[video], self->type[video], p, 0, body)) == NULL ||
+            offer_refused(refused, self->put, frame, msg, !video && !core->has_video) < 0)
+            rc = -1;
+        Py_XDECREF(frame);
+        Py_XDECREF(body);
+        Py_XDECREF(msg);
+    }
+    Py_DECREF(refused);
+    return rc;
+}
+
 /* The audio/video record ``r`` of a stream of this lane: 1 done, -1 error. Its frame's data is its
  * body when it has one (cut in place), else a copy: one buffer per frame; players get the tag's header
  * and that data as the message, as it came. */
 static int lane_media(PublishLaneObject *self, long long sid, PyObject *publisher, HubCoreObject *core, NativeRecord *r) {
+    int plain = lane_plain(self, publisher, core, r);
+    if (plain) return plain;
     int video = r->type_id == 9, as_built = 0;
     Py_ssize_t n = r->n;
     uint8_t head[NATIVE_MAX_HEAD]; /* (r->p moves when the body becomes the data) */
@@ -805,6 +1010,8 @@ static Py_ssize_t PublishLane_len(PublishLaneObject *self) { return self->n; }
 
 static PyMemberDef PublishLane_members[] = {
     {"frames_in", T_LONGLONG, offsetof(PublishLaneObject, frames_in), READONLY, "frames parsed here"},
+    {"frames_plain", T_LONGLONG, offsetof(PublishLaneObject, frames_plain), READONLY,
+     "of those, taken without a frame object (cached as records, sent from the tag)"},
     {"bytes_in", T_LONGLONG, offsetof(PublishLaneObject, bytes_in), READONLY, "bytes data_received was given"},
     {"unsynced", T_LONGLONG, offsetof(PublishLaneObject, unsynced), READONLY, "of those, not taken yet"},
     {NULL},

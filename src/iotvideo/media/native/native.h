@@ -57,6 +57,11 @@ int native_dup_fd(int fd); /* a descriptor of our own for fd's file (close-on-ex
 unsigned long long native_fanout_version(PyObject *fan);
 PyObject *native_fanout_send(PyObject *fan, PyObject *frame, int64_t dts, int is_config, Py_ssize_t size, PyObject *fn,
                              PyObject *msg); /* Fanout.send; members whose message() is fn get msg */
+int native_fanout_plain_ok(PyObject *fan, Py_ssize_t size, PyObject *fn); /* every member takes it directly now */
+/* Fanout.send of a media frame whose message (csid, type_id) is p[0:n], without the frame: after plain_ok */
+PyObject *native_fanout_send_plain(PyObject *fan, int64_t dts, Py_ssize_t size, PyObject *fn, long csid, long type_id,
+                                   const uint8_t *p, Py_ssize_t n);
+PyObject *native_codec(int video); /* the H.264 or AAC Codec member */
 #define NATIVE_MAX_HEAD 16
 /* a new SharedMessage whose payload is head[0:head_len] (at most NATIVE_MAX_HEAD bytes) + body (bytes) */
 PyObject *native_shared_message_split(long csid, PyObject *type_id, const uint8_t *head, int head_len, PyObject *body);
