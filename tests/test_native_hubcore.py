@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
 import struct
 import sys
@@ -552,12 +553,16 @@ def test_a_player_whose_write_fails_during_a_plain_send_queues_the_frame() -> No
     subscription queues the frame, made for it, as when the Python path sends it."""
     class Failing(Player):
         fail_at: int | None = 2000
-        failed = 0
+        failed_from: str | None = None  # what wrote: the hub's Python path, or C
+        counts: tuple[int, int] | None = None  # the lane's frames_in and frames_plain then
 
         def _write(self, data: Any) -> None:
             if self.fail_at is not None and len(self.buf) >= self.fail_at:
                 self.fail_at = None
-                self.failed = self.run.peer._lane.frames_plain if self.run.lane else 0
+                python = any(f.function == "_publish" for f in inspect.stack(0))
+                self.failed_from = "python" if python else "c"
+                lane = self.run.peer._lane
+                self.counts = (lane.frames_in, lane.frames_plain) if lane is not None else None
                 raise OSError("connection reset")
             super()._write(data)
 
@@ -566,8 +571,9 @@ def test_a_player_whose_write_fails_during_a_plain_send_queues_the_frame() -> No
         for r in (a, b):
             r.players.append(Failing(r, 1 << 20))
         _apply_all((a, b), [*WARM, *_steady(2), ("send", 0), ("drain", 0), *_steady(20, size=100), ("send", 0)])
-        assert a.players[0].failed > 0  # in a plain send: the lane had counted the frame as plain
-        assert b.players[0].fail_at is None  # (and in the Python path's send)
+        assert a.players[0].failed_from == "c" and b.players[0].failed_from == "python"
+        frames_in, plain = a.players[0].counts
+        assert plain > 0 and frames_in == 5 + plain  # every frame after the first five plain, this one too
         _check_same(a, b, "the failure")  # what each player got: the frame from its queue, then the rest
         _apply_all((a, b), [("drain", 0), *_steady(3), ("send", 0), ("drain", 0)])
         _check_same(a, b, "after the failure")
