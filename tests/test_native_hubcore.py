@@ -513,7 +513,7 @@ def _apply_all(runs: tuple[Run, Run], ops: list[tuple[Any, ...]]) -> None:
 def test_plain_frames_stay_records_until_python_reads_the_gop() -> None:
     """The lane caches a plain frame as a record of its tag; the GOP's frames (the same MediaFrames
     the Python path cached, in order) are made when Python first reads them, and a frame appended
-    later by the Python path lands after them."""
+    later by the Python path lands after them. A plain key frame starts a GOP as its first record."""
     async def go() -> None:
         a, b = await _twins()
         for r in (a, b):
@@ -531,6 +531,12 @@ def test_plain_frames_stay_records_until_python_reads_the_gop() -> None:
         # the Python path's (two for the sink, one after it, as the hub sees it is gone), then the lane's
         assert gop.records == 2
         _check_same(a, b, "after the sink")
+        _apply_all((a, b), [("key", 400, 40, 0), *_steady(4, size=50), ("send", 0)])
+        key_gop = a.hub._core.gop
+        assert key_gop is not gop and key_gop.records == 5 and a.peer._lane.frames_plain == 21 + 3 + 2 + 5
+        _check_same(a, b, "a plain key frame")  # a new GOP: the key frame its first record
+        assert key_gop.frames[0].keyframe and len(key_gop.frames) == 5
+        assert list(a.hub._gops) == [key_gop]  # (no history kept: the old GOP let go)
 
     asyncio.run(go())
 

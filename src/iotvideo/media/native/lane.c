@@ -7,8 +7,8 @@
  * or a configuration, of the codec already seen, within the cache's bounds, while the hub says
  * ``fast`` (no sinks, no slow subscriptions) and the publisher is still the hub's. Anything else
  * goes to the Python callbacks, which do exactly what the pure-Python path does. Gop is the twin of
- * hubcore.Gop (a cached GOP), which the fast path appends to. A plain frame (an H.264 inter frame or
- * an AAC frame as it came) that every player takes now makes no object at all (lane_plain): the GOP
+ * hubcore.Gop (a cached GOP), which the fast path appends to. A plain frame (an H.264 frame or an AAC
+ * frame as it came) that every player takes now makes no object at all (lane_plain): the GOP
  * keeps its tag as a record, made a MediaFrame only when Python reads the GOP, and the players get
  * the tag itself. */
 #include "native.h"
@@ -74,24 +74,24 @@ static void gop_release_records(GopObject *self) {
     self->n_blocks = self->n_recs = self->used = 0;
 }
 
+/* Room for one more item in the array ``*v`` (``n`` items of ``size`` bytes, room for ``*cap``; ``first``
+ * when it has none): 0, or -1 (out of memory; nothing changed). */
+static int reserve(void **v, Py_ssize_t n, Py_ssize_t *cap, Py_ssize_t first, size_t size) {
+    if (n < *cap) return 0;
+    Py_ssize_t grown_cap = *cap ? *cap * 2 : first;
+    void *grown = PyMem_Realloc(*v, (size_t)grown_cap * size);
+    if (grown == NULL) return -1;
+    *v = grown;
+    *cap = grown_cap;
+    return 0;
+}
+
 /* Cache the tag p[0:n] (at most BLOCK_MAX bytes) as a record: 0 done, -1 out of memory. */
 static int gop_add_record(GopObject *self, int video, uint32_t timestamp, const uint8_t *p, Py_ssize_t n) {
-    if (self->n_recs == self->cap_recs) {
-        Py_ssize_t cap = self->cap_recs ? self->cap_recs * 2 : 64;
-        GopRecord *grown = PyMem_Realloc(self->recs, (size_t)cap * sizeof(GopRecord));
-        if (grown == NULL) return -1;
-        self->recs = grown;
-        self->cap_recs = cap;
-    }
+    if (reserve((void **)&self->recs, self->n_recs, &self->cap_recs, 64, sizeof(GopRecord)) < 0) return -1;
     int last = self->n_blocks ? self->blocks[self->n_blocks - 1].cls : -1; /* (the class of the last block) */
     if (last < 0 || self->used + n > ((Py_ssize_t)BLOCK_MIN << last)) {
-        if (self->n_blocks == self->cap_blocks) {
-            Py_ssize_t cap = self->cap_blocks ? self->cap_blocks * 2 : 4;
-            GopBlock *grown = PyMem_Realloc(self->blocks, (size_t)cap * sizeof(GopBlock));
-            if (grown == NULL) return -1;
-            self->blocks = grown;
-            self->cap_blocks = cap;
-        }
+        if (reserve((void **)&self->blocks, self->n_blocks, &self->cap_blocks, 4, sizeof(GopBlock)) < 0) return -1;
         int cls = last + 1 < BLOCK_CLASSES ? last + 1 : BLOCK_CLASSES - 1;
         while (((Py_ssize_t)BLOCK_MIN << cls) < n) cls++; /* (n <= BLOCK_MAX) */
         uint8_t *block = pool_n[cls] ? pool[cls][--pool_n[cls]] : PyMem_RawMalloc((size_t)BLOCK_MIN << cls);
@@ -316,8 +316,10 @@ static int as_int64(PyObject *obj, int64_t *out) { /* owns obj */
 }
 
 /* A key frame starts a GOP (StreamHub._new_gop): appended to ``gops``, older GOPs let go beyond the
- * history kept and the cache bound. 0 done, -1 error. */
-static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ssize_t size) {
+ * history kept and the cache bound. The key frame is ``frame`` or (NULL) the plain one whose tag is
+ * tag[0:tag_n] at ``dts``, kept as a record. 0 done, -1 error. */
+static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ssize_t size, const uint8_t *tag,
+                        Py_ssize_t tag_n) {
     GopObject *gop = PyObject_GC_New(GopObject, &GopType);
     if (gop == NULL) return -1;
     gop->recs = NULL;
@@ -326,14 +328,19 @@ static int core_new_gop(HubCoreObject *self, PyObject *frame, int64_t dts, Py_ss
     gop->configs = Py_NewRef(self->configs);
     gop->start_dts = dts;
     gop->nbytes = size;
-    if ((gop->frames = PyList_New(1)) == NULL) {
+    if ((gop->frames = PyList_New(frame != NULL)) == NULL) {
         gop->configs = NULL; /* (a plain dealloc: nothing else set) */
         Py_DECREF(self->configs);
         PyObject_GC_Del(gop);
         return -1;
     }
-    PyList_SET_ITEM(gop->frames, 0, Py_NewRef(frame));
+    if (frame != NULL) PyList_SET_ITEM(gop->frames, 0, Py_NewRef(frame));
     PyObject_GC_Track(gop);
+    if (frame == NULL && gop_add_record(gop, 1, (uint32_t)dts, tag, tag_n) < 0) {
+        Py_DECREF(gop);
+        PyErr_NoMemory();
+        return -1;
+    }
     PyObject *r = PyObject_CallMethodOneArg(self->gops, str_append, (PyObject *)gop);
     if (r == NULL) {
         Py_DECREF(gop);
@@ -423,7 +430,7 @@ static int core_take(HubCoreObject *self, PyObject *publisher, PyObject *frame, 
     core_count(self, size, now);
     if (video) self->has_video = 1;
     if (key) {
-        if (core_new_gop(self, frame, dts, size) < 0) goto done;
+        if (core_new_gop(self, frame, dts, size, NULL, 0) < 0) goto done;
     } else if (gop != NULL) {
         if (gop_materialize(gop) < 0 || PyList_Append(gop->frames, frame) < 0) goto done; /* (in order) */
         gop->nbytes += size;
@@ -626,13 +633,7 @@ static PyObject *PublishLane_add(PublishLaneObject *self, PyObject *const *args,
     if (sid == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t i = lane_find(self, sid);
     if (i >= 0) lane_remove_at(self, i);
-    if (self->n == self->cap) {
-        Py_ssize_t cap = self->cap ? self->cap * 2 : 2;
-        LaneStream *grown = PyMem_Realloc(self->streams, (size_t)cap * sizeof(LaneStream));
-        if (grown == NULL) return PyErr_NoMemory();
-        self->streams = grown;
-        self->cap = cap;
-    }
+    if (reserve((void **)&self->streams, self->n, &self->cap, 2, sizeof(LaneStream)) < 0) return PyErr_NoMemory();
     LaneStream *s = &self->streams[self->n++];
     s->stream_id = sid;
     s->publisher = Py_NewRef(args[1]);
@@ -653,12 +654,12 @@ static PyObject *PublishLane_clear_method(PublishLaneObject *self, PyObject *unu
     Py_RETURN_NONE;
 }
 
-/* The frame's codec (H.264 video, AAC audio) and its data's offset in the tag p[0:n] when it is a plain one:
- * an H.264 inter frame of length-prefixed NAL units or an AAC frame, which the parser would make a
- * MediaFrame of as it came (neither a key frame nor a configuration); else 0. */
+/* The offset of the frame's data in the tag p[0:n] when it is a plain one: an H.264 key or inter frame of
+ * length-prefixed NAL units or an AAC frame, which the parser would make a MediaFrame of as it came
+ * (not a configuration); else 0. */
 static Py_ssize_t plain_tag(int video, const uint8_t *p, Py_ssize_t n) {
     if (!video) return n > 2 && p[0] == 0xAF && p[1] == 1 ? 2 : 0;
-    if (n < 9 || p[0] != 0x27 || p[1] != 1) return 0;
+    if (n < 9 || (p[0] != 0x27 && p[0] != 0x17) || p[1] != 1) return 0;
     uint64_t i = 0, len = (uint64_t)(n - 5); /* flvtags._nal_units: the lengths cover the data exactly */
     const uint8_t *d = p + 5;
     while (i + 4 <= len) {
@@ -670,9 +671,9 @@ static Py_ssize_t plain_tag(int video, const uint8_t *p, Py_ssize_t n) {
 }
 
 /* The audio/video record ``r`` of a plain frame (plain_tag) of a stream whose core is fast, when every
- * player takes it by a direct send now: what core_take does, without making the frame an object at
- * all: it is cached as a record (its tag copied into the GOP's blocks) and sent from the tag as it came.
- * 1 taken, 0 not (nothing changed: the caller takes the object path), -1 error. */
+ * player takes it now: what core_take does, without making the frame an object at all: it is cached
+ * as a record (its tag copied into the GOP's blocks; a key frame starts a GOP) and sent from the tag as
+ * it came. 1 taken, 0 not (nothing changed: the caller takes the object path), -1 error. */
 static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObject *core, NativeRecord *r) {
     int video = r->type_id == 9;
     const uint8_t *p = r->p;
@@ -688,8 +689,11 @@ static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObjec
         return 0;
     Py_ssize_t size = n - head;
     int64_t dts = r->timestamp;
+    int key = video && p[0] == 0x17;
     GopObject *gop = NULL;
-    if (core->gop != Py_None) { /* within the bounds, else the Python path trims the cache */
+    if (key) { /* a GOP of its own within the bounds, a place to keep it */
+        if (size > core->gop_max_bytes || core->gops == Py_None || !PyTuple_Check(core->configs)) return 0;
+    } else if (core->gop != Py_None) { /* within the bounds, else the Python path trims the cache */
         if (Py_TYPE(core->gop) != &GopType) return 0;
         gop = (GopObject *)core->gop;
         if (gop->nbytes + size > core->gop_max_bytes || dts - gop->start_dts > core->gop_max_ms ||
@@ -697,7 +701,11 @@ static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObjec
             return 0;
     }
     if (!native_fanout_plain_ok(core->fan, size, self->memo)) return 0;
-    if (gop != NULL) {
+    core_count(core, size, now);
+    if (video) core->has_video = 1;
+    if (key) {
+        if (core_new_gop(core, NULL, dts, size, p, n) < 0) return -1;
+    } else if (gop != NULL) {
         if (gop_add_record(gop, video, r->timestamp, p, n) < 0) {
             PyErr_NoMemory();
             return -1;
@@ -705,8 +713,6 @@ static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObjec
         gop->nbytes += size;
         core->cache_bytes += size;
     }
-    core_count(core, size, now);
-    if (video) core->has_video = 1;
     self->frames_in++;
     self->frames_plain++;
     PyObject *refused =
@@ -719,7 +725,7 @@ static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObjec
         PyObject *frame = native_tag_frame(video, p, n, NULL, r->timestamp, &as_built);
         if (frame == NULL || (body = PyBytes_FromStringAndSize((const char *)p, n)) == NULL ||
             (msg = native_shared_message_split(self->csid[video], self->type[video], p, 0, body)) == NULL ||
-            offer_refused(refused, self->put, frame, msg, !video && !core->has_video) < 0)
+            offer_refused(refused, self->put, frame, msg, key || (!video && !core->has_video)) < 0)
             rc = -1;
         Py_XDECREF(frame);
         Py_XDECREF(body);
