@@ -738,18 +738,23 @@ static const uint8_t *find3(const uint8_t *p, const uint8_t *end) { /* the next 
     return NULL;
 }
 
-/* flvtags._nal_units: ``data`` (new reference) when it is length-prefixed NAL units, else
- * Annex B converted to that; NULL with FlvError set otherwise. */
-static PyObject *nal_units(const uint8_t *p, Py_ssize_t size, Py_ssize_t off, PyObject **own, bool *same) {
-    const uint8_t *d = p + off;
-    Py_ssize_t n = size - off;
+/* Whether d[0:n] is length-prefixed NAL units whose lengths cover it exactly. */
+static bool length_prefixed(const uint8_t *d, Py_ssize_t n) {
     uint64_t i = 0;
     while (i + 4 <= (uint64_t)n) {
         uint32_t size = be32(d + i);
         if (!size) break;
         i += 4 + (uint64_t)size;
     }
-    *same = i == (uint64_t)n;
+    return i == (uint64_t)n;
+}
+
+/* flvtags._nal_units: ``data`` (new reference) when it is length-prefixed NAL units, else
+ * Annex B converted to that; NULL with FlvError set otherwise. */
+static PyObject *nal_units(const uint8_t *p, Py_ssize_t size, Py_ssize_t off, PyObject **own, bool *same) {
+    const uint8_t *d = p + off;
+    Py_ssize_t n = size - off;
+    *same = length_prefixed(d, n);
     if (*same) return body_bytes(p, size, off, own);
     if (!(n >= 3 && d[0] == 0 && d[1] == 0 && (d[2] == 1 || (n >= 4 && d[2] == 0 && d[3] == 1)))) {
         PyErr_SetString(FlvError, "video data is neither length-prefixed NAL units nor Annex B");
@@ -1007,6 +1012,13 @@ PyObject *native_tag_frame(int video, const uint8_t *p, Py_ssize_t n, PyObject *
 }
 
 PyObject *native_codec(int video) { return resolve() < 0 ? NULL : video ? codec_h264 : codec_aac; }
+
+Py_ssize_t native_plain_tag(int video, const uint8_t *p, Py_ssize_t n) {
+    if (!video) return n > 2 && p[0] == 0xAF && p[1] == 1 ? 2 : 0; /* AAC raw, data after the 2-byte head */
+    /* legacy H.264 (codec id 7), key or inter frame type, AVCPacketType 1 (NALU): audio_frame/video_frame
+     * make a frame of it whose data is the rest, as it came, when that is length-prefixed NAL units */
+    return n >= 9 && (p[0] == 0x17 || p[0] == 0x27) && p[1] == 1 && length_prefixed(p + 5, n - 5) ? 5 : 0;
+}
 
 int native_is_chunk_reader(PyObject *obj) { return PyObject_TypeCheck(obj, &ChunkReader_Type); }
 

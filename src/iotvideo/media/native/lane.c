@@ -654,30 +654,14 @@ static PyObject *PublishLane_clear_method(PublishLaneObject *self, PyObject *unu
     Py_RETURN_NONE;
 }
 
-/* The offset of the frame's data in the tag p[0:n] when it is a plain one: an H.264 key or inter frame of
- * length-prefixed NAL units or an AAC frame, which the parser would make a MediaFrame of as it came
- * (not a configuration); else 0. */
-static Py_ssize_t plain_tag(int video, const uint8_t *p, Py_ssize_t n) {
-    if (!video) return n > 2 && p[0] == 0xAF && p[1] == 1 ? 2 : 0;
-    if (n < 9 || (p[0] != 0x27 && p[0] != 0x17) || p[1] != 1) return 0;
-    uint64_t i = 0, len = (uint64_t)(n - 5); /* flvtags._nal_units: the lengths cover the data exactly */
-    const uint8_t *d = p + 5;
-    while (i + 4 <= len) {
-        uint32_t k = ((uint32_t)d[i] << 24) | ((uint32_t)d[i + 1] << 16) | ((uint32_t)d[i + 2] << 8) | d[i + 3];
-        if (!k) break;
-        i += 4 + (uint64_t)k;
-    }
-    return i == len ? 5 : 0;
-}
-
-/* The audio/video record ``r`` of a plain frame (plain_tag) of a stream whose core is fast, when every
+/* The audio/video record ``r`` of a plain frame (native_plain_tag) of a stream whose core is fast, when every
  * player takes it now: what core_take does, without making the frame an object at all: it is cached
  * as a record (its tag copied into the GOP's blocks; a key frame starts a GOP) and sent from the tag as
  * it came. 1 taken, 0 not (nothing changed: the caller takes the object path), -1 error. */
 static int lane_plain(PublishLaneObject *self, PyObject *publisher, HubCoreObject *core, NativeRecord *r) {
     int video = r->type_id == 9;
     const uint8_t *p = r->p;
-    Py_ssize_t n = r->n, head = n <= BLOCK_MAX ? plain_tag(video, p, n) : 0;
+    Py_ssize_t n = r->n, head = n <= BLOCK_MAX ? native_plain_tag(video, p, n) : 0;
     if (!head) return 0;
     PyObject *codec = native_codec(video);
     if (codec == NULL) return -1;

@@ -47,6 +47,11 @@ PyObject *native_tag_frame(int video, const uint8_t *p, Py_ssize_t n, PyObject *
 enum { FF_CODEC, FF_DTS, FF_PTS, FF_DATA, FF_KEYFRAME, FF_IS_CONFIG }; /* MediaFrame fields */
 PyObject *native_frame_field(PyObject *frame, int k); /* a MediaFrame's field (new reference) */
 int native_is_flv_error(void);                        /* the exception set is flvtags.FlvError (or a subclass) */
+PyObject *native_codec(int video); /* the H.264 or AAC Codec member (borrowed) */
+/* The offset of the frame's data in the FLV tag p[0:n] when it is a plain one: an H.264 key or inter frame of
+ * length-prefixed NAL units or an AAC frame, which native_tag_frame makes a MediaFrame of as it came (not a
+ * configuration, *as_built); else 0. */
+Py_ssize_t native_plain_tag(int video, const uint8_t *p, Py_ssize_t n);
 
 /* lane.c, for the other parts */
 PyObject *native_lane_readable(PyObject *lane); /* PublishLane.readable() */
@@ -61,7 +66,6 @@ int native_fanout_plain_ok(PyObject *fan, Py_ssize_t size, PyObject *fn); /* eve
 /* Fanout.send of a media frame whose message (csid, type_id) is p[0:n], without the frame: after plain_ok */
 PyObject *native_fanout_send_plain(PyObject *fan, int64_t dts, Py_ssize_t size, PyObject *fn, long csid, long type_id,
                                    const uint8_t *p, Py_ssize_t n);
-PyObject *native_codec(int video); /* the H.264 or AAC Codec member */
 #define NATIVE_MAX_HEAD 16
 /* a new SharedMessage whose payload is head[0:head_len] (at most NATIVE_MAX_HEAD bytes) + body (bytes) */
 PyObject *native_shared_message_split(long csid, PyObject *type_id, const uint8_t *head, int head_len, PyObject *body);
